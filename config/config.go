@@ -1,0 +1,311 @@
+// Package config loads and validates the webhook's YAML configuration file.
+// Every error names the field at fault, so a bad file fails at start with a
+// message the operator can act on.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+)
+
+// Defaults.
+const (
+	DefaultSecretName       = "artifactory-pull"
+	DefaultNamespaceLabel   = "artifactory-pull-webhook/inject=enabled"
+	DefaultPodOptOutLabel   = "artifactory-pull-webhook/inject=disabled"
+	DefaultTokenTTL         = 3 * time.Hour
+	DefaultRefreshThreshold = 0.25
+	DefaultRequestTimeout   = 5 * time.Second
+	DefaultExchangeTimeout  = 4 * time.Second
+	MinTokenTTL             = 10 * time.Second
+)
+
+// AuthType selects where the webhook's AWS credentials come from.
+type AuthType string
+
+const (
+	AuthAuto        AuthType = "auto"
+	AuthWebIdentity AuthType = "webIdentity"
+	AuthPodIdentity AuthType = "podIdentity"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Instances are the Artifactory instances whose images get a pull secret.
+	Instances []Instance `json:"instances"`
+	AWS       AWS        `json:"aws"`
+	// NamespaceLabel is the key=value a namespace must carry to opt in.
+	NamespaceLabel string `json:"namespaceLabel"`
+	// PodOptOutLabel is the key=value that makes the webhook skip a pod.
+	PodOptOutLabel string `json:"podOptOutLabel"`
+	// RefreshThreshold is the fraction of a token's lifetime left at which
+	// it is replaced (0 < x < 1).
+	RefreshThreshold float64 `json:"refreshThreshold"`
+	// RequestTimeout bounds the handling of one admission review.
+	RequestTimeout Duration `json:"requestTimeout"`
+}
+
+// Instance is one Artifactory instance.
+type Instance struct {
+	// Name identifies the instance in metrics, logs and Secret annotations.
+	Name string `json:"name"`
+	// URL is the base URL of the platform, e.g. https://example.jfrog.io.
+	URL string `json:"url"`
+	// RegistryHosts are the Docker registry hosts served by the instance:
+	// host, host:port or *.suffix.
+	RegistryHosts []string `json:"registryHosts"`
+	// TokenTTL is the lifetime asked for each token (expires_in).
+	TokenTTL Duration `json:"tokenTTL"`
+	// CABundle is a PEM file trusted for the instance's TLS (optional; the
+	// system pool otherwise).
+	CABundle string `json:"caBundle,omitempty"`
+	// SecretName is the name of the pull Secret written per namespace.
+	SecretName string `json:"secretName"`
+	// ExchangeTimeout bounds one HTTP exchange with the instance.
+	ExchangeTimeout Duration `json:"exchangeTimeout"`
+}
+
+// AWS configures the webhook's AWS identity and how it is presented.
+type AWS struct {
+	// AuthType is auto, webIdentity or podIdentity.
+	AuthType AuthType `json:"authType"`
+	// Region, when set, signs against the regional STS endpoint of that
+	// region (and its partition) and adds ?region= to the exchange URL.
+	// Empty signs SigV4A with region set "*" against the global endpoint.
+	Region string `json:"region,omitempty"`
+	// STSEndpoint overrides the STS endpoint the AWS SDK calls to get
+	// credentials (AssumeRoleWithWebIdentity): VPC endpoints, tests.
+	STSEndpoint string `json:"stsEndpoint,omitempty"`
+	// SigningEndpoint overrides the STS URL the GetCallerIdentity request
+	// is signed for — the endpoint Artifactory replays it to. Leave empty
+	// unless Artifactory is set up for a private STS endpoint.
+	SigningEndpoint string `json:"signingEndpoint,omitempty"`
+}
+
+// Duration is a time.Duration written as "90s", "3h" in YAML.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON accepts a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		// An UnmarshalTypeError gets the field path added by the decoder.
+		return &json.UnmarshalTypeError{Value: fmt.Sprintf("%q (use e.g. 90s, 5m, 3h)", s), Type: reflect.TypeFor[time.Duration]()}
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + d.String() + `"`), nil }
+
+// Load reads, defaults and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(b)
+}
+
+// Parse defaults and validates a configuration document. Unknown fields are
+// errors: a misspelt key must not silently fall back to a default.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		return nil, fmt.Errorf("parsing config: %w", err)
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.NamespaceLabel == "" {
+		c.NamespaceLabel = DefaultNamespaceLabel
+	}
+	if c.PodOptOutLabel == "" {
+		c.PodOptOutLabel = DefaultPodOptOutLabel
+	}
+	if c.RefreshThreshold == 0 {
+		c.RefreshThreshold = DefaultRefreshThreshold
+	}
+	if c.RequestTimeout.Duration == 0 {
+		c.RequestTimeout.Duration = DefaultRequestTimeout
+	}
+	if c.AWS.AuthType == "" {
+		c.AWS.AuthType = AuthAuto
+	}
+	for i := range c.Instances {
+		in := &c.Instances[i]
+		if in.SecretName == "" {
+			in.SecretName = DefaultSecretName
+		}
+		if in.TokenTTL.Duration == 0 {
+			in.TokenTTL.Duration = DefaultTokenTTL
+		}
+		if in.ExchangeTimeout.Duration == 0 {
+			in.ExchangeTimeout.Duration = min(DefaultExchangeTimeout, c.RequestTimeout.Duration)
+		}
+		for j, h := range in.RegistryHosts {
+			in.RegistryHosts[j] = strings.ToLower(strings.TrimSpace(h))
+		}
+	}
+}
+
+// Validate reports every problem found, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if len(c.Instances) == 0 {
+		bad("instances", "at least one Artifactory instance is required")
+	}
+	if _, _, err := SplitLabel(c.NamespaceLabel); err != nil {
+		bad("namespaceLabel", "%v", err)
+	}
+	if _, _, err := SplitLabel(c.PodOptOutLabel); err != nil {
+		bad("podOptOutLabel", "%v", err)
+	}
+	if c.RefreshThreshold <= 0 || c.RefreshThreshold >= 1 {
+		bad("refreshThreshold", "must be between 0 and 1 (exclusive), got %v", c.RefreshThreshold)
+	}
+	if c.RequestTimeout.Duration < 100*time.Millisecond || c.RequestTimeout.Duration > 25*time.Second {
+		bad("requestTimeout", "must be between 100ms and 25s (below the API server's webhook timeout), got %s", c.RequestTimeout)
+	}
+	switch c.AWS.AuthType {
+	case AuthAuto, AuthWebIdentity, AuthPodIdentity:
+	default:
+		bad("aws.authType", "must be auto, webIdentity or podIdentity, got %q", c.AWS.AuthType)
+	}
+	for field, v := range map[string]string{"aws.stsEndpoint": c.AWS.STSEndpoint, "aws.signingEndpoint": c.AWS.SigningEndpoint} {
+		if v == "" {
+			continue
+		}
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad(field, "must be an http(s) URL, got %q", v)
+		}
+	}
+	if r := c.AWS.Region; r != "" && len(validation.IsDNS1123Label(r)) > 0 {
+		bad("aws.region", "%q is not a region name", r)
+	}
+	names := map[string]bool{}
+	secrets := map[string]string{}
+	hosts := map[string]string{}
+	for i, in := range c.Instances {
+		f := fmt.Sprintf("instances[%d]", i)
+		if in.Name == "" {
+			bad(f+".name", "is required")
+		} else if len(validation.IsDNS1123Label(in.Name)) > 0 {
+			bad(f+".name", "%q must be a DNS label (lowercase letters, digits, '-')", in.Name)
+		} else if names[in.Name] {
+			bad(f+".name", "%q is used by another instance", in.Name)
+		}
+		names[in.Name] = true
+		if u, err := url.Parse(in.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad(f+".url", "must be an http(s) URL such as https://example.jfrog.io, got %q", in.URL)
+		} else if u.RawQuery != "" || u.Fragment != "" {
+			bad(f+".url", "must not carry a query or fragment, got %q", in.URL)
+		}
+		if len(in.RegistryHosts) == 0 {
+			bad(f+".registryHosts", "at least one registry host is required")
+		}
+		for j, h := range in.RegistryHosts {
+			hf := fmt.Sprintf("%s.registryHosts[%d]", f, j)
+			if err := validHost(h); err != nil {
+				bad(hf, "%v", err)
+			} else if other, dup := hosts[h]; dup {
+				bad(hf, "%q is already a host of instance %q", h, other)
+			}
+			hosts[h] = in.Name
+		}
+		if in.TokenTTL.Duration < MinTokenTTL {
+			bad(f+".tokenTTL", "must be at least %s, got %s", MinTokenTTL, in.TokenTTL)
+		} else if refresh := time.Duration(float64(in.TokenTTL.Duration) * c.RefreshThreshold); refresh < c.RequestTimeout.Duration {
+			bad(f+".tokenTTL", "%s leaves %s to refresh a token (refreshThreshold %v), less than requestTimeout %s; raise tokenTTL",
+				in.TokenTTL, refresh, c.RefreshThreshold, c.RequestTimeout)
+		}
+		if in.ExchangeTimeout.Duration <= 0 || in.ExchangeTimeout.Duration > c.RequestTimeout.Duration {
+			bad(f+".exchangeTimeout", "must be positive and at most requestTimeout (%s), got %s", c.RequestTimeout, in.ExchangeTimeout)
+		}
+		if len(validation.IsDNS1123Subdomain(in.SecretName)) > 0 {
+			bad(f+".secretName", "%q is not a valid Secret name", in.SecretName)
+		} else if other, dup := secrets[in.SecretName]; dup {
+			bad(f+".secretName", "%q is already used by instance %q; give each instance its own secretName", in.SecretName, other)
+		}
+		secrets[in.SecretName] = in.Name
+		if in.CABundle != "" {
+			if _, err := os.Stat(in.CABundle); err != nil {
+				bad(f+".caBundle", "%v", err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validHost checks a registry host pattern: host, host:port or *.suffix.
+func validHost(h string) error {
+	name := strings.TrimPrefix(h, "*.")
+	if strings.Contains(name, "*") {
+		return fmt.Errorf("%q: a wildcard is only allowed as a leading \"*.\"", h)
+	}
+	if strings.ContainsAny(name, "/@ ") || name == "" {
+		return fmt.Errorf("%q is not a registry host (write host or host:port, without scheme or path)", h)
+	}
+	host := name
+	if i := strings.LastIndexByte(name, ':'); i >= 0 {
+		host = name[:i]
+		port := name[i+1:]
+		if port == "" || strings.Trim(port, "0123456789") != "" {
+			return fmt.Errorf("%q has an invalid port", h)
+		}
+	}
+	if len(validation.IsDNS1123Subdomain(host)) > 0 && host != "localhost" {
+		if strings.HasPrefix(h, "*.") || !isIP(host) {
+			return fmt.Errorf("%q is not a valid host name", h)
+		}
+	}
+	return nil
+}
+
+func isIP(s string) bool {
+	return strings.Trim(s, "0123456789.") == "" && strings.Count(s, ".") == 3
+}
+
+// SplitLabel splits "key=value" into its parts and validates them.
+func SplitLabel(kv string) (key, value string, err error) {
+	key, value, ok := strings.Cut(kv, "=")
+	if !ok {
+		return "", "", fmt.Errorf("%q must be key=value", kv)
+	}
+	if errs := validation.IsQualifiedName(key); len(errs) > 0 {
+		return "", "", fmt.Errorf("label key %q: %s", key, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsValidLabelValue(value); len(errs) > 0 {
+		return "", "", fmt.Errorf("label value %q: %s", value, strings.Join(errs, "; "))
+	}
+	return key, value, nil
+}
+
+// Instance returns the instance with the given name.
+func (c *Config) Instance(name string) (Instance, bool) {
+	for _, in := range c.Instances {
+		if in.Name == name {
+			return in, true
+		}
+	}
+	return Instance{}, false
+}

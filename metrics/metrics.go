@@ -1,0 +1,164 @@
+// Package metrics defines every Prometheus metric the webhook exports, under
+// the single prefix artifactory_pull_. Label values are bounded: outcomes,
+// instance names from the configuration, operations and results; never pod,
+// namespace or user names.
+//
+// A *Metrics is built once with New and passed to the packages that record;
+// a nil *Metrics records nothing, so tests may omit it.
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Admission outcomes (label "outcome" of admissions_total).
+const (
+	OutcomePatched          = "patched"
+	OutcomeSkippedNamespace = "skipped_namespace"
+	OutcomeSkippedNoMatch   = "skipped_no_match"
+	OutcomeSkippedOptOut    = "skipped_optout"
+	OutcomeSkippedOperation = "skipped_operation"
+	OutcomeFailedOpen       = "failed_open"
+)
+
+// Metrics holds the collectors. Use New.
+type Metrics struct {
+	admissions        *prometheus.CounterVec
+	admissionDuration *prometheus.HistogramVec
+	unparseableImages prometheus.Counter
+	exchanges         *prometheus.CounterVec
+	cacheLookups      *prometheus.CounterVec
+	secretWrites      *prometheus.CounterVec
+	expiry            *expiryCollector
+}
+
+// New creates the collectors and registers them on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "artifactory_pull_admissions_total",
+			Help: "Pod admission reviews handled, by outcome.",
+		}, []string{"outcome"}),
+		admissionDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "artifactory_pull_admission_duration_seconds",
+			Help:    "Time to answer a pod admission review, by outcome.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"outcome"}),
+		unparseableImages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "artifactory_pull_unparseable_images_total",
+			Help: "Container image references that could not be parsed and were skipped.",
+		}),
+		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "artifactory_pull_token_exchanges_total",
+			Help: "AWS-signed token exchanges with Artifactory, by instance and result.",
+		}, []string{"instance", "result"}),
+		cacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "artifactory_pull_token_cache_lookups_total",
+			Help: "Token cache lookups, by instance and result (hit or miss).",
+		}, []string{"instance", "result"}),
+		secretWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "artifactory_pull_secret_writes_total",
+			Help: "Writes of managed pull Secrets, by operation (create, update, delete) and result.",
+		}, []string{"operation", "result"}),
+		expiry: &expiryCollector{
+			desc: prometheus.NewDesc("artifactory_pull_token_expiry_seconds",
+				"Seconds until the newest cached token of an instance expires (negative once expired).",
+				[]string{"instance"}, nil),
+			expiries: map[string]time.Time{},
+			now:      time.Now,
+		},
+	}
+	if reg != nil {
+		reg.MustRegister(m.admissions, m.admissionDuration, m.unparseableImages, m.exchanges,
+			m.cacheLookups, m.secretWrites, m.expiry)
+	}
+	return m
+}
+
+// Admission records one handled review.
+func (m *Metrics) Admission(outcome string, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.admissions.WithLabelValues(outcome).Inc()
+	m.admissionDuration.WithLabelValues(outcome).Observe(took.Seconds())
+}
+
+// UnparseableImage counts one skipped image reference.
+func (m *Metrics) UnparseableImage() {
+	if m == nil {
+		return
+	}
+	m.unparseableImages.Inc()
+}
+
+// Exchange records one token exchange. result is "success" or a bounded
+// failure class (see credentials.FailureClass).
+func (m *Metrics) Exchange(instance, result string) {
+	if m == nil {
+		return
+	}
+	m.exchanges.WithLabelValues(instance, result).Inc()
+}
+
+// CacheLookup records a token cache hit (true) or miss.
+func (m *Metrics) CacheLookup(instance string, hit bool) {
+	if m == nil {
+		return
+	}
+	r := "miss"
+	if hit {
+		r = "hit"
+	}
+	m.cacheLookups.WithLabelValues(instance, r).Inc()
+}
+
+// SecretWrite records one write of a managed Secret.
+func (m *Metrics) SecretWrite(operation string, err error) {
+	if m == nil {
+		return
+	}
+	r := "success"
+	if err != nil {
+		r = "error"
+	}
+	m.secretWrites.WithLabelValues(operation, r).Inc()
+}
+
+// TokenExpiry records the expiry of the newest token of an instance; the
+// exported gauge is computed at scrape time.
+func (m *Metrics) TokenExpiry(instance string, expiry time.Time) {
+	if m == nil {
+		return
+	}
+	m.expiry.set(instance, expiry)
+}
+
+type expiryCollector struct {
+	desc     *prometheus.Desc
+	mu       sync.Mutex
+	expiries map[string]time.Time
+	now      func() time.Time
+}
+
+func (c *expiryCollector) set(instance string, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.expiries[instance]; !ok || t.After(old) {
+		c.expiries[instance] = t
+	}
+}
+
+func (c *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *expiryCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	for inst, t := range c.expiries {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, t.Sub(now).Seconds(), inst)
+	}
+}

@@ -1,0 +1,187 @@
+package credentials
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
+)
+
+const (
+	defaultRefreshThreshold = 0.25
+	defaultMintTimeout      = 30 * time.Second
+)
+
+// MintFunc obtains a new credential for key, typically through an Exchanger.
+type MintFunc func(ctx context.Context, key Key) (Credential, error)
+
+// CacheOptions configures a Cache.
+type CacheOptions struct {
+	// RefreshThreshold is the fraction of a credential's lifetime left below
+	// which Get mints a new one; 0.25 when zero.
+	RefreshThreshold float64
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// Metrics records lookups; nil records nothing.
+	Metrics *metrics.Metrics
+	// MintTimeout bounds one shared mint; 30s when zero.
+	MintTimeout time.Duration
+}
+
+// Cache holds one credential per Key and mints a new one, once per key at a
+// time, when it is missing or nearing expiry. It is safe for concurrent use.
+type Cache struct {
+	mint    MintFunc
+	o       CacheOptions
+	flights singleflight.Group
+
+	mu      sync.Mutex
+	entries map[Key]*cacheEntry
+}
+
+type cacheEntry struct {
+	cred    Credential // zero until the first success or Seed
+	lastErr error
+}
+
+// NewCache returns a Cache that mints with mint.
+func NewCache(mint MintFunc, o CacheOptions) *Cache {
+	if o.RefreshThreshold <= 0 {
+		o.RefreshThreshold = defaultRefreshThreshold
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MintTimeout <= 0 {
+		o.MintTimeout = defaultMintTimeout
+	}
+	return &Cache{mint: mint, o: o, entries: map[Key]*cacheEntry{}}
+}
+
+// Get returns the cached credential for key unless it is missing or has less
+// than RefreshThreshold of its lifetime left; then it mints a new one.
+//
+// If that mint fails while the cached credential is still valid, Get returns
+// the cached credential and a nil error: callers only need a usable token.
+// LastError reports the failure so that they can warn.
+//
+// Concurrent calls for one key share a single mint. The mint runs detached
+// from ctx (bounded by MintTimeout) so that one caller giving up does not fail
+// the others; each caller still returns as soon as its own ctx is done.
+func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
+	cached, ok := c.lookup(key)
+	now := c.o.Now()
+	if ok && !c.needsRefresh(cached, now) {
+		c.o.Metrics.CacheLookup(key.Instance, true)
+		return cached, nil
+	}
+	c.o.Metrics.CacheLookup(key.Instance, false)
+
+	ch := c.flights.DoChan(flightKey(key), func() (any, error) {
+		// A flight that ended between our lookup and now may have refreshed
+		// the entry already; minting again would waste an exchange.
+		if cur, ok := c.lookup(key); ok && !c.needsRefresh(cur, c.o.Now()) {
+			return cur, nil
+		}
+		mintCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.MintTimeout)
+		defer cancel()
+		cred, err := c.mint(mintCtx, key)
+		c.record(key, cred, err)
+		return cred, err
+	})
+	select {
+	case <-ctx.Done():
+		return Credential{}, ctx.Err()
+	case res := <-ch:
+		if res.Err == nil {
+			return res.Val.(Credential), nil
+		}
+		if cur, ok := c.Peek(key); ok {
+			return cur, nil
+		}
+		return Credential{}, res.Err
+	}
+}
+
+// Peek returns the cached credential for key if it has not expired, without
+// minting.
+func (c *Cache) Peek(key Key) (Credential, bool) {
+	cred, ok := c.lookup(key)
+	if !ok || !c.o.Now().Before(cred.Expiry) {
+		return Credential{}, false
+	}
+	return cred, true
+}
+
+// Seed offers a credential obtained elsewhere (e.g. read back from an
+// existing Secret). It is kept if it has not expired and expires later than
+// the cached one; Seed reports whether it was kept.
+func (c *Cache) Seed(key Key, cred Credential) bool {
+	if cred.Token.IsZero() || !c.o.Now().Before(cred.Expiry) {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entry(key)
+	if !e.cred.Token.IsZero() && !cred.Expiry.After(e.cred.Expiry) {
+		return false
+	}
+	e.cred = cred
+	return true
+}
+
+// LastError is the error of key's latest mint, nil after a success.
+func (c *Cache) LastError(key Key) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[key]; ok {
+		return e.lastErr
+	}
+	return nil
+}
+
+func (c *Cache) needsRefresh(cred Credential, now time.Time) bool {
+	remaining := cred.Expiry.Sub(now)
+	if remaining <= 0 {
+		return true
+	}
+	return float64(remaining) < c.o.RefreshThreshold*float64(cred.Lifetime())
+}
+
+func (c *Cache) lookup(key Key) (Credential, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if !ok || e.cred.Token.IsZero() {
+		return Credential{}, false
+	}
+	return e.cred, true
+}
+
+// record stores a mint's outcome. A fresh credential replaces the cached one
+// unless a Seed meanwhile brought a later-expiring one.
+func (c *Cache) record(key Key, cred Credential, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entry(key)
+	e.lastErr = err
+	if err == nil && (e.cred.Token.IsZero() || !cred.Expiry.Before(e.cred.Expiry)) {
+		e.cred = cred
+	}
+}
+
+// entry returns key's entry, creating it; c.mu must be held.
+func (c *Cache) entry(key Key) *cacheEntry {
+	e, ok := c.entries[key]
+	if !ok {
+		e = &cacheEntry{}
+		c.entries[key] = e
+	}
+	return e
+}
+
+// flightKey joins the key's parts with a byte neither can contain.
+func flightKey(k Key) string { return k.Instance + "\x00" + k.Identity }

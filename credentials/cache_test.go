@@ -1,0 +1,218 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
+)
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+var cacheKey = Key{Instance: "main", Identity: WebhookIdentity}
+
+// countingMint mints credentials valid for lifetime from the clock's now.
+type countingMint struct {
+	clock    *fakeClock
+	lifetime time.Duration
+	calls    atomic.Int32
+	fail     atomic.Bool
+}
+
+func (m *countingMint) mint(ctx context.Context, key Key) (Credential, error) {
+	m.calls.Add(1)
+	if m.fail.Load() {
+		return Credential{}, errors.New("artifactory down")
+	}
+	now := m.clock.Now()
+	return Credential{Username: key.Identity, Token: NewToken("tok"), IssuedAt: now, Expiry: now.Add(m.lifetime)}, nil
+}
+
+func newTestCache(lifetime time.Duration) (*Cache, *countingMint, *fakeClock) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := &countingMint{clock: clock, lifetime: lifetime}
+	return NewCache(m.mint, CacheOptions{Now: clock.Now}), m, clock
+}
+
+func TestCacheConcurrentColdGetsMintOnce(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	c := NewCache(func(ctx context.Context, key Key) (Credential, error) {
+		calls.Add(1)
+		<-release
+		return Credential{Token: NewToken("tok"), IssuedAt: time.Now(), Expiry: time.Now().Add(time.Hour)}, nil
+	}, CacheOptions{})
+
+	const callers = 1000
+	var started, done sync.WaitGroup
+	started.Add(callers)
+	done.Add(callers)
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			defer done.Done()
+			started.Done()
+			if _, err := c.Get(context.Background(), cacheKey); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	started.Wait()
+	close(release)
+	done.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d mints for one cold key, want 1", n)
+	}
+}
+
+func TestCacheRefreshesOnlyBelowThreshold(t *testing.T) {
+	c, m, clock := newTestCache(100 * time.Minute)
+	ctx := context.Background()
+	if _, err := c.Get(ctx, cacheKey); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(74 * time.Minute) // 26m of 100m left: above the 25% threshold
+	if _, err := c.Get(ctx, cacheKey); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.calls.Load(); n != 1 {
+		t.Fatalf("%d mints before the threshold, want 1", n)
+	}
+	clock.Advance(2 * time.Minute) // 24m left
+	cred, err := c.Get(ctx, cacheKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := m.calls.Load(); n != 2 {
+		t.Fatalf("%d mints after the threshold, want 2", n)
+	}
+	if !cred.IssuedAt.Equal(clock.Now()) {
+		t.Fatal("Get returned the old credential after refreshing")
+	}
+}
+
+func TestCacheSeedServesWithoutMinting(t *testing.T) {
+	c, m, clock := newTestCache(time.Hour)
+	reg := prometheus.NewRegistry()
+	c.o.Metrics = metrics.New(reg)
+	seed := Credential{Username: "seeded", Token: NewToken("s"), IssuedAt: clock.Now(), Expiry: clock.Now().Add(time.Hour)}
+	if !c.Seed(cacheKey, seed) {
+		t.Fatal("fresh seed rejected")
+	}
+	got, err := c.Get(context.Background(), cacheKey)
+	if err != nil || got.Username != "seeded" {
+		t.Fatalf("Get = %v, %v; want the seed", got, err)
+	}
+	if n := m.calls.Load(); n != 0 {
+		t.Fatalf("%d mints after Seed, want 0", n)
+	}
+	if got := counterValue(t, reg, "artifactory_pull_token_cache_lookups_total", "main", "hit"); got != 1 {
+		t.Fatalf("cache hits = %v, want 1", got)
+	}
+}
+
+func TestCacheSeedIgnoresExpiredAndEarlierCredentials(t *testing.T) {
+	c, m, clock := newTestCache(time.Hour)
+	now := clock.Now()
+	if c.Seed(cacheKey, Credential{Token: NewToken("old"), IssuedAt: now.Add(-2 * time.Hour), Expiry: now.Add(-time.Minute)}) {
+		t.Fatal("expired seed kept")
+	}
+	if _, ok := c.Peek(cacheKey); ok {
+		t.Fatal("Peek found an expired seed")
+	}
+	later := Credential{Username: "later", Token: NewToken("l"), IssuedAt: now, Expiry: now.Add(2 * time.Hour)}
+	earlier := Credential{Username: "earlier", Token: NewToken("e"), IssuedAt: now, Expiry: now.Add(time.Hour)}
+	if !c.Seed(cacheKey, later) || c.Seed(cacheKey, earlier) {
+		t.Fatal("Seed did not keep the later-expiring credential")
+	}
+	if got, _ := c.Peek(cacheKey); got.Username != "later" {
+		t.Fatalf("Peek = %s, want later", got.Username)
+	}
+	if n := m.calls.Load(); n != 0 {
+		t.Fatalf("%d mints, want 0", n)
+	}
+}
+
+func TestCacheFailedRefreshFallsBackToValidCredential(t *testing.T) {
+	c, m, clock := newTestCache(100 * time.Minute)
+	ctx := context.Background()
+	first, err := c.Get(ctx, cacheKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.fail.Store(true)
+	clock.Advance(90 * time.Minute)
+	got, err := c.Get(ctx, cacheKey)
+	if err != nil || !got.Expiry.Equal(first.Expiry) {
+		t.Fatalf("Get = %v, %v; want the still-valid credential and no error", got, err)
+	}
+	if c.LastError(cacheKey) == nil {
+		t.Fatal("LastError does not report the failed refresh")
+	}
+	clock.Advance(11 * time.Minute) // now expired
+	if _, err := c.Get(ctx, cacheKey); err == nil {
+		t.Fatal("Get returned an expired credential instead of the mint error")
+	}
+	m.fail.Store(false)
+	if _, err := c.Get(ctx, cacheKey); err != nil || c.LastError(cacheKey) != nil {
+		t.Fatalf("Get after recovery = %v, LastError %v; want both nil", err, c.LastError(cacheKey))
+	}
+}
+
+func TestCacheCallerCancelDoesNotCancelSharedMint(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	mintErr := make(chan error, 1)
+	var hasDeadline atomic.Bool
+	c := NewCache(func(ctx context.Context, key Key) (Credential, error) {
+		_, ok := ctx.Deadline()
+		hasDeadline.Store(ok)
+		close(started)
+		<-release
+		mintErr <- ctx.Err()
+		return Credential{Token: NewToken("tok"), IssuedAt: time.Now(), Expiry: time.Now().Add(time.Hour)}, nil
+	}, CacheOptions{MintTimeout: time.Minute})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	aDone := make(chan error)
+	go func() { _, err := c.Get(ctx, cacheKey); aDone <- err }()
+	<-started
+	cancel()
+	if err := <-aDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled caller got %v, want context.Canceled", err)
+	}
+	close(release)
+	if _, err := c.Get(context.Background(), cacheKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-mintErr; err != nil {
+		t.Fatalf("shared mint saw %v after one caller cancelled", err)
+	}
+	if !hasDeadline.Load() {
+		t.Fatal("shared mint is not bounded by MintTimeout")
+	}
+}

@@ -1,0 +1,203 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+)
+
+// AuthType selects where the process's AWS credentials come from.
+type AuthType string
+
+const (
+	// AuthAuto uses EKS Pod Identity when its environment is present, else
+	// IRSA web identity, else aws-sdk-go-v2's default chain (static env keys,
+	// shared config) for local use.
+	AuthAuto AuthType = "auto"
+	// AuthWebIdentity forces IRSA: AssumeRoleWithWebIdentity with the
+	// projected service account token.
+	AuthWebIdentity AuthType = "webIdentity"
+	// AuthPodIdentity forces EKS Pod Identity: the agent's credentials endpoint.
+	AuthPodIdentity AuthType = "podIdentity"
+)
+
+// Environment variables injected by EKS (IRSA and Pod Identity).
+const (
+	envRoleARN            = "AWS_ROLE_ARN"
+	envWebIdentityFile    = "AWS_WEB_IDENTITY_TOKEN_FILE"
+	envRoleSessionName    = "AWS_ROLE_SESSION_NAME"
+	envContainerURI       = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+	envContainerTokenFile = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
+)
+
+const (
+	defaultSTSRegion       = "us-east-1"
+	defaultRoleSessionName = "artifactory-pull-webhook"
+)
+
+// AWSOptions configures AWSCredentials.
+type AWSOptions struct {
+	AuthType AuthType
+	// Region of the STS client used for AssumeRoleWithWebIdentity; defaults
+	// to us-east-1.
+	Region string
+	// STSEndpoint overrides the STS endpoint used for
+	// AssumeRoleWithWebIdentity, e.g. http://127.0.0.1:1234.
+	STSEndpoint string
+	// HTTPClient is used to reach STS or the Pod Identity agent; the SDK's
+	// default client when nil.
+	HTTPClient *http.Client
+}
+
+// AWSCredentials returns a cached provider of the process's AWS credentials,
+// chosen by o.AuthType. An explicit AuthType fails at once, naming the
+// variable, when its environment is incomplete.
+func AWSCredentials(ctx context.Context, o AWSOptions) (aws.CredentialsProvider, error) {
+	var (
+		p   aws.CredentialsProvider
+		err error
+	)
+	switch o.AuthType {
+	case AuthPodIdentity:
+		p, err = podIdentity(o)
+	case AuthWebIdentity:
+		p, err = webIdentity(o)
+	case AuthAuto, "":
+		switch {
+		case os.Getenv(envContainerURI) != "" && os.Getenv(envContainerTokenFile) != "":
+			p, err = podIdentity(o)
+		case os.Getenv(envRoleARN) != "" && os.Getenv(envWebIdentityFile) != "":
+			p, err = webIdentity(o)
+		default:
+			p, err = defaultChain(ctx, o)
+		}
+	default:
+		return nil, fmt.Errorf("unknown authType %q (want auto, webIdentity or podIdentity)", o.AuthType)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := p.(*aws.CredentialsCache); ok {
+		return c, nil // the default chain comes cached already
+	}
+	return aws.NewCredentialsCache(p), nil
+}
+
+// requireEnv returns the values of names, or an error naming the first unset.
+func requireEnv(authType AuthType, names ...string) ([]string, error) {
+	values := make([]string, len(names))
+	for i, n := range names {
+		if values[i] = os.Getenv(n); values[i] == "" {
+			return nil, fmt.Errorf("authType %s: %s is not set", authType, n)
+		}
+	}
+	return values, nil
+}
+
+func webIdentity(o AWSOptions) (aws.CredentialsProvider, error) {
+	env, err := requireEnv(AuthWebIdentity, envRoleARN, envWebIdentityFile)
+	if err != nil {
+		return nil, err
+	}
+	region := o.Region
+	if region == "" {
+		region = defaultSTSRegion
+	}
+	client := sts.New(sts.Options{Region: region}, func(so *sts.Options) {
+		if o.STSEndpoint != "" {
+			so.BaseEndpoint = aws.String(o.STSEndpoint)
+		}
+		if o.HTTPClient != nil {
+			so.HTTPClient = o.HTTPClient
+		}
+	})
+	session := os.Getenv(envRoleSessionName)
+	if session == "" {
+		session = defaultRoleSessionName
+	}
+	// IdentityTokenFile re-reads the file on each fetch: projected tokens rotate.
+	return stscreds.NewWebIdentityRoleProvider(client, env[0], stscreds.IdentityTokenFile(env[1]),
+		func(wo *stscreds.WebIdentityRoleOptions) { wo.RoleSessionName = session }), nil
+}
+
+func podIdentity(o AWSOptions) (aws.CredentialsProvider, error) {
+	env, err := requireEnv(AuthPodIdentity, envContainerURI, envContainerTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	endpoint, tokenFile := env[0], env[1]
+	if err := checkContainerEndpoint(endpoint); err != nil {
+		return nil, fmt.Errorf("authType %s: %s: %w", AuthPodIdentity, envContainerURI, err)
+	}
+	return endpointcreds.New(endpoint, func(eo *endpointcreds.Options) {
+		if o.HTTPClient != nil {
+			eo.HTTPClient = o.HTTPClient
+		}
+		// Read on every fetch: the projected token rotates.
+		eo.AuthorizationTokenProvider = endpointcreds.TokenProviderFunc(func() (string, error) {
+			b, err := os.ReadFile(tokenFile)
+			if err != nil {
+				return "", fmt.Errorf("read Pod Identity token: %w", err)
+			}
+			return strings.TrimSpace(string(b)), nil
+		})
+	}), nil
+}
+
+// checkContainerEndpoint allows https anywhere and plain http only to
+// loopback or the EKS/ECS link-local agents, as aws-sdk-go-v2 does: the
+// token must not travel in clear to an arbitrary host.
+func checkContainerEndpoint(endpoint string) error {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return fmt.Errorf("invalid URL: %w", err)
+	}
+	if u.Hostname() == "" {
+		return errors.New("URL has no host")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if u.Hostname() == "localhost" {
+			return nil
+		}
+		ip := net.ParseIP(u.Hostname())
+		if ip != nil && (ip.IsLoopback() || ip.Equal(net.ParseIP("169.254.170.23")) ||
+			ip.Equal(net.ParseIP("169.254.170.2")) || ip.Equal(net.ParseIP("fd00:ec2::23"))) {
+			return nil
+		}
+		return fmt.Errorf("plain http is allowed only to loopback or the EKS Pod Identity agent, not %s", u.Hostname())
+	default:
+		return fmt.Errorf("scheme %q is not http or https", u.Scheme)
+	}
+}
+
+func defaultChain(ctx context.Context, o AWSOptions) (aws.CredentialsProvider, error) {
+	var opts []func(*awsconfig.LoadOptions) error
+	if o.Region != "" {
+		opts = append(opts, awsconfig.WithRegion(o.Region))
+	}
+	if o.HTTPClient != nil {
+		opts = append(opts, awsconfig.WithHTTPClient(o.HTTPClient))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("load AWS default config: %w", err)
+	}
+	if cfg.Credentials == nil {
+		return nil, errors.New("AWS default config yielded no credentials provider")
+	}
+	return cfg.Credentials, nil
+}

@@ -1,0 +1,347 @@
+package pullsecret
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
+)
+
+// TokenSource is the token cache (credentials.Cache satisfies it).
+type TokenSource interface {
+	Get(ctx context.Context, key credentials.Key) (credentials.Credential, error)
+	Seed(key credentials.Key, cred credentials.Credential) bool
+}
+
+// Options configures a Store.
+type Options struct {
+	// Reader is an informer cache holding only managed Secrets (selected by
+	// the managed-by label): the hot path reads here, never the API server.
+	Reader client.Reader
+	// Writer talks to the API server directly.
+	Writer client.Client
+	Tokens TokenSource
+	// Identity is the AWS identity tokens are minted for
+	// (credentials.WebhookIdentity by default).
+	Identity string
+	// RefreshThreshold is the fraction of a token's lifetime left at which
+	// its Secret is rewritten (config.DefaultRefreshThreshold by default).
+	RefreshThreshold float64
+	Now              func() time.Time
+	Metrics          *metrics.Metrics
+	Log              logr.Logger
+}
+
+// Store keeps one managed pull Secret per (namespace, instance) usable.
+type Store struct {
+	reader    client.Reader
+	writer    client.Client
+	tokens    TokenSource
+	identity  string
+	threshold float64
+	now       func() time.Time
+	metrics   *metrics.Metrics
+	log       logr.Logger
+}
+
+// NewStore builds a Store, filling defaults for the optional fields.
+func NewStore(o Options) *Store {
+	s := &Store{
+		reader:    o.Reader,
+		writer:    o.Writer,
+		tokens:    o.Tokens,
+		identity:  o.Identity,
+		threshold: o.RefreshThreshold,
+		now:       o.Now,
+		metrics:   o.Metrics,
+		log:       o.Log,
+	}
+	if s.identity == "" {
+		s.identity = credentials.WebhookIdentity
+	}
+	if s.threshold <= 0 || s.threshold >= 1 {
+		s.threshold = config.DefaultRefreshThreshold
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log.GetSink() == nil {
+		s.log = logr.Discard()
+	}
+	return s
+}
+
+// Ensure makes sure namespace holds a usable managed pull Secret for inst
+// and returns its name. A fresh Secret costs one cache read and nothing
+// else. On a dry run nothing is written and no token is minted (minting is
+// a side effect on Artifactory); the name is still returned.
+func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instance, dryRun bool) (Result, error) {
+	key := types.NamespacedName{Namespace: namespace, Name: inst.SecretName}
+	res := Result{SecretName: inst.SecretName}
+
+	cached, err := s.cached(ctx, key)
+	if err != nil {
+		return res, fmt.Errorf("reading pull secret %s for instance %q from cache: %w", key, inst.Name, err)
+	}
+	if cached != nil {
+		// The cache selects by label, so this only guards a misconfigured Reader.
+		if !isManaged(cached) {
+			return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, ErrForeignSecret)
+		}
+		if s.fresh(cached, inst) {
+			res.Action = ActionReused
+			return res, nil
+		}
+	}
+	if dryRun {
+		res.Action = ActionDryRun
+		return res, nil
+	}
+
+	cred, err := s.tokens.Get(ctx, credentials.Key{Instance: inst.Name, Identity: s.identity})
+	if err != nil {
+		if cached != nil && s.valid(cached, inst) {
+			res.Action = ActionFallback
+			res.Warning = fmt.Sprintf("artifactory-pull-webhook: could not mint a new token for instance %q (%v); "+
+				"using pull secret %q, valid until %s", inst.Name, err, inst.SecretName, cached.Annotations[AnnotationExpiresAt])
+			s.log.Info("token mint failed, keeping still-valid pull secret",
+				"namespace", namespace, "instance", inst.Name, "secret", inst.SecretName,
+				"action", res.Action, "error", err.Error())
+			return res, nil
+		}
+		return res, fmt.Errorf("pull secret %s: getting token for instance %q: %w", key, inst.Name, err)
+	}
+	// The token source may hand back the very credential the Secret holds
+	// (it refreshes on its own schedule): rewriting it would change nothing.
+	if cached != nil && s.valid(cached, inst) && cached.Annotations[AnnotationExpiresAt] == formatTime(cred.Expiry) {
+		res.Action = ActionReused
+		return res, nil
+	}
+
+	desired, err := s.build(namespace, inst, cred)
+	if err != nil {
+		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
+	}
+	if cached == nil {
+		res.Action, err = s.create(ctx, desired, inst)
+	} else {
+		res.Action, err = s.update(ctx, key, cached, desired, inst)
+	}
+	if err != nil {
+		return res, fmt.Errorf("writing pull secret %s for instance %q: %w", key, inst.Name, err)
+	}
+	if res.Action != ActionReused {
+		s.log.Info("wrote pull secret", "namespace", namespace, "instance", inst.Name,
+			"secret", inst.SecretName, "action", res.Action, "expiresAt", formatTime(cred.Expiry))
+	}
+	return res, nil
+}
+
+// cached returns the Secret from the cache, or nil when there is none.
+func (s *Store) cached(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
+	var sec corev1.Secret
+	if err := s.reader.Get(ctx, key, &sec); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return &sec, nil
+}
+
+// create writes a new Secret. AlreadyExists means the cache lagged behind
+// another writer or a foreign Secret holds the name: update resolves both.
+func (s *Store) create(ctx context.Context, desired *corev1.Secret, inst config.Instance) (Action, error) {
+	err := s.writer.Create(ctx, desired)
+	s.metrics.SecretWrite("create", err)
+	if err == nil {
+		return ActionCreated, nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("creating: %w", err)
+	}
+	return s.update(ctx, client.ObjectKeyFromObject(desired), nil, desired, inst)
+}
+
+// update rewrites the managed Secret at key with desired's content. cur is
+// the last known object (nil: read it from the API server); its
+// resourceVersion guards the write, and every conflict re-reads the object,
+// which may by then be fresh from another writer.
+func (s *Store) update(ctx context.Context, key types.NamespacedName, cur, desired *corev1.Secret, inst config.Instance) (Action, error) {
+	action := ActionUpdated
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if cur == nil {
+			cur = &corev1.Secret{}
+			if err := s.writer.Get(ctx, key, cur); err != nil {
+				return fmt.Errorf("reading from the API server: %w", err)
+			}
+		}
+		if !isManaged(cur) {
+			return ErrForeignSecret
+		}
+		if s.fresh(cur, inst) {
+			action = ActionReused
+			return nil
+		}
+		next := cur
+		cur = nil // a retry must see the server's current object
+		if next.Annotations == nil {
+			next.Annotations = map[string]string{}
+		}
+		for k, v := range desired.Annotations {
+			next.Annotations[k] = v
+		}
+		next.Data = desired.Data
+		next.StringData = nil
+		err := s.writer.Update(ctx, next)
+		s.metrics.SecretWrite("update", err)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return action, nil
+}
+
+// build returns the Secret that carries cred for every host of inst.
+func (s *Store) build(namespace string, inst config.Instance, cred credentials.Credential) (*corev1.Secret, error) {
+	data, err := DockerConfigJSON(inst.RegistryHosts, cred.Username, cred.Token)
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      inst.SecretName,
+			Namespace: namespace,
+			Labels:    map[string]string{ManagedByLabel: ManagedByValue},
+			Annotations: map[string]string{
+				AnnotationInstance:  inst.Name,
+				AnnotationIdentity:  s.identity,
+				AnnotationIssuedAt:  formatTime(cred.IssuedAt),
+				AnnotationExpiresAt: formatTime(cred.Expiry),
+				AnnotationHosts:     hostsValue(inst.RegistryHosts),
+			},
+		},
+		Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: data},
+	}, nil
+}
+
+// lifetime reads the token lifetime of a Secret that describes inst for
+// this store's identity; ok is false for any other Secret.
+func (s *Store) lifetime(sec *corev1.Secret, inst config.Instance) (issued, expires time.Time, ok bool) {
+	a := sec.Annotations
+	if !isManaged(sec) || sec.Type != corev1.SecretTypeDockerConfigJson || len(sec.Data[corev1.DockerConfigJsonKey]) == 0 ||
+		a[AnnotationInstance] != inst.Name || a[AnnotationIdentity] != s.identity ||
+		a[AnnotationHosts] != hostsValue(inst.RegistryHosts) {
+		return time.Time{}, time.Time{}, false
+	}
+	issued, expires, err := parseLifetime(a)
+	if err != nil {
+		return time.Time{}, time.Time{}, false
+	}
+	return issued, expires, true
+}
+
+// fresh reports whether sec serves inst and is not yet due for refresh.
+func (s *Store) fresh(sec *corev1.Secret, inst config.Instance) bool {
+	issued, expires, ok := s.lifetime(sec, inst)
+	if !ok {
+		return false
+	}
+	refreshAt := expires.Add(-time.Duration(s.threshold * float64(expires.Sub(issued))))
+	return s.now().Before(refreshAt)
+}
+
+// valid reports whether sec serves inst and its token has not expired.
+func (s *Store) valid(sec *corev1.Secret, inst config.Instance) bool {
+	_, expires, ok := s.lifetime(sec, inst)
+	return ok && s.now().Before(expires)
+}
+
+// Seed feeds the token source from managed Secrets whose token is still
+// valid, so a restarted webhook makes no new exchange while they are. Call
+// it once the cache has synced. Per key, the longest-lived token wins.
+func (s *Store) Seed(ctx context.Context) error {
+	var list corev1.SecretList
+	if err := s.reader.List(ctx, &list, client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
+		return fmt.Errorf("listing managed pull secrets: %w", err)
+	}
+	best := map[credentials.Key]credentials.Credential{}
+	now := s.now()
+	for i := range list.Items {
+		sec := &list.Items[i]
+		key, cred, err := credentialOf(sec)
+		if err != nil {
+			s.log.Info("skipping unreadable managed pull secret", "namespace", sec.Namespace,
+				"secret", sec.Name, "error", err.Error())
+			continue
+		}
+		if !now.Before(cred.Expiry) {
+			continue
+		}
+		if old, ok := best[key]; !ok || cred.Expiry.After(old.Expiry) {
+			best[key] = cred
+		}
+	}
+	for key, cred := range best {
+		seeded := s.tokens.Seed(key, cred)
+		s.log.V(1).Info("seeded token cache from pull secret", "instance", key.Instance,
+			"identity", key.Identity, "expiresAt", formatTime(cred.Expiry), "seeded", seeded)
+	}
+	return nil
+}
+
+// credentialOf reads the token a managed Secret carries, with its key.
+func credentialOf(sec *corev1.Secret) (credentials.Key, credentials.Credential, error) {
+	a := sec.Annotations
+	key := credentials.Key{Instance: a[AnnotationInstance], Identity: a[AnnotationIdentity]}
+	if key.Instance == "" || key.Identity == "" {
+		return key, credentials.Credential{}, errors.New("missing instance or identity annotation")
+	}
+	issued, expires, err := parseLifetime(a)
+	if err != nil {
+		return key, credentials.Credential{}, err
+	}
+	host, _, _ := strings.Cut(a[AnnotationHosts], ",")
+	if host == "" {
+		return key, credentials.Credential{}, errors.New("missing hosts annotation")
+	}
+	user, token, err := ParseDockerConfigJSON(sec.Data[corev1.DockerConfigJsonKey], host)
+	if err != nil {
+		return key, credentials.Credential{}, err
+	}
+	return key, credentials.Credential{Username: user, Token: token, IssuedAt: issued, Expiry: expires}, nil
+}
+
+func parseLifetime(a map[string]string) (issued, expires time.Time, err error) {
+	if issued, err = time.Parse(time.RFC3339, a[AnnotationIssuedAt]); err != nil {
+		return issued, expires, fmt.Errorf("annotation %s: %w", AnnotationIssuedAt, err)
+	}
+	if expires, err = time.Parse(time.RFC3339, a[AnnotationExpiresAt]); err != nil {
+		return issued, expires, fmt.Errorf("annotation %s: %w", AnnotationExpiresAt, err)
+	}
+	if !expires.After(issued) {
+		return issued, expires, fmt.Errorf("annotation %s is not after %s", AnnotationExpiresAt, AnnotationIssuedAt)
+	}
+	return issued, expires, nil
+}
+
+func isManaged(sec *corev1.Secret) bool { return sec.Labels[ManagedByLabel] == ManagedByValue }
+
+func hostsValue(hosts []string) string { return strings.Join(hosts, ",") }
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }

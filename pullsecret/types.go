@@ -1,0 +1,47 @@
+package pullsecret
+
+import (
+	"errors"
+)
+
+// Labels and annotations on managed Secrets.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "artifactory-pull-webhook"
+	// AnnotationInstance names the configured instance the Secret is for.
+	AnnotationInstance = "artifactory-pull-webhook/instance"
+	// AnnotationIdentity names the AWS identity the token was minted for.
+	AnnotationIdentity = "artifactory-pull-webhook/identity"
+	// AnnotationIssuedAt and AnnotationExpiresAt carry the token's lifetime
+	// (RFC 3339), so freshness is known without decoding the data.
+	AnnotationIssuedAt  = "artifactory-pull-webhook/issued-at"
+	AnnotationExpiresAt = "artifactory-pull-webhook/expires-at"
+	// AnnotationHosts lists the registry hosts in the Secret, comma
+	// separated, so a change of configured hosts is seen at a glance.
+	AnnotationHosts = "artifactory-pull-webhook/hosts"
+)
+
+// Action says what Ensure did.
+type Action string
+
+const (
+	ActionReused   Action = "reused"   // a fresh managed Secret was already there
+	ActionCreated  Action = "created"  // a new Secret was written
+	ActionUpdated  Action = "updated"  // an existing managed Secret was rewritten
+	ActionDryRun   Action = "dry-run"  // a write was needed but the request is a dry run
+	ActionFallback Action = "fallback" // minting failed; a still-valid managed Secret is used
+)
+
+// Result is the outcome of Ensure.
+type Result struct {
+	// SecretName is the Secret the pod may reference.
+	SecretName string
+	Action     Action
+	// Warning, when set, explains a degraded outcome (ActionFallback) for
+	// the admission response. It never contains token material.
+	Warning string
+}
+
+// ErrForeignSecret is returned (wrapped) when a Secret of the managed name
+// exists but is not managed by the webhook: it is left untouched.
+var ErrForeignSecret = errors.New("a Secret with this name exists and is not managed by artifactory-pull-webhook")

@@ -1,0 +1,364 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
+)
+
+// Secrets provides the pull Secret of an instance in a namespace, writing it
+// when needed (not when dryRun). Implemented by pullsecret.
+type Secrets interface {
+	Ensure(ctx context.Context, namespace string, inst config.Instance, dryRun bool) (pullsecret.Result, error)
+}
+
+// Event reason and action recorded on the Namespace when a pod is admitted
+// without the pull secret of an instance.
+const (
+	ReasonTokenExchangeFailed = "TokenExchangeFailed"
+	eventAction               = "EnsurePullSecret"
+)
+
+const warnPrefix = "artifactory-pull-webhook: "
+
+// Options are the dependencies of a Handler.
+type Options struct {
+	Config *config.Config
+	// Namespaces reads Namespace labels, normally from an informer cache.
+	// Objects are read as *metav1.PartialObjectMetadata.
+	Namespaces client.Reader
+	// APIReader, when set, is asked once when Namespaces does not have the
+	// namespace yet (a namespace created just before its first pod).
+	APIReader client.Reader
+	Secrets   Secrets
+	// Recorder, when set, records a Warning Event on the Namespace when a
+	// pod is admitted without a pull secret because Ensure failed.
+	Recorder events.EventRecorder
+	Metrics  *metrics.Metrics
+	Log      logr.Logger
+}
+
+// Handler is the mutating admission handler for pods.
+type Handler struct {
+	instances      []config.Instance
+	matcher        *Matcher
+	timeout        time.Duration
+	nsKey, nsValue string
+	optOutKey      string
+	optOutValue    string
+	namespaces     client.Reader
+	apiReader      client.Reader
+	secrets        Secrets
+	recorder       events.EventRecorder
+	metrics        *metrics.Metrics
+	log            logr.Logger
+}
+
+var _ admission.Handler = (*Handler)(nil)
+
+// NewHandler checks o and precomputes the label selectors and host matcher.
+func NewHandler(o Options) (*Handler, error) {
+	switch {
+	case o.Config == nil:
+		return nil, errors.New("webhook: Options.Config is required")
+	case o.Namespaces == nil:
+		return nil, errors.New("webhook: Options.Namespaces is required")
+	case o.Secrets == nil:
+		return nil, errors.New("webhook: Options.Secrets is required")
+	case o.Config.RequestTimeout.Duration <= 0:
+		return nil, fmt.Errorf("webhook: requestTimeout must be positive, got %s", o.Config.RequestTimeout)
+	}
+	nsKey, nsValue, err := config.SplitLabel(o.Config.NamespaceLabel)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: namespaceLabel: %w", err)
+	}
+	optKey, optValue, err := config.SplitLabel(o.Config.PodOptOutLabel)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: podOptOutLabel: %w", err)
+	}
+	return &Handler{
+		instances:   o.Config.Instances,
+		matcher:     NewMatcher(o.Config.Instances),
+		timeout:     o.Config.RequestTimeout.Duration,
+		nsKey:       nsKey,
+		nsValue:     nsValue,
+		optOutKey:   optKey,
+		optOutValue: optValue,
+		namespaces:  o.Namespaces,
+		apiReader:   o.APIReader,
+		secrets:     o.Secrets,
+		recorder:    o.Recorder,
+		metrics:     o.Metrics,
+		log:         o.Log,
+	}, nil
+}
+
+// decision is what one review decided; it feeds the log line and metrics.
+type decision struct {
+	namespace string
+	pod       string
+	instances []string
+	outcome   string
+	dryRun    bool
+	err       error
+}
+
+// Handle answers one admission review. It never denies: every failure
+// admits the pod unchanged with a warning.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
+	start := time.Now()
+	d := decision{namespace: req.Namespace, pod: req.Name, outcome: metrics.OutcomeFailedOpen}
+	defer func() {
+		if p := recover(); p != nil {
+			d.outcome = metrics.OutcomeFailedOpen
+			d.err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+			resp = admission.Allowed("").WithWarnings(warnPrefix + "internal error; pod admitted without pull secrets")
+		}
+		h.metrics.Admission(d.outcome, time.Since(start))
+		h.logDecision(d)
+	}()
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	return h.review(ctx, req, &d)
+}
+
+func (h *Handler) review(ctx context.Context, req admission.Request, d *decision) admission.Response {
+	// 1. Review: only pod creation is mutated.
+	if !isPodCreate(req) {
+		d.outcome = metrics.OutcomeSkippedOperation
+		return admission.Allowed("")
+	}
+
+	// 2. Namespace opt-in. The request's namespace is authoritative; the
+	// object's metadata.namespace may be empty or differ.
+	ns, err := h.namespace(ctx, req.Namespace)
+	if err != nil {
+		d.outcome, d.err = metrics.OutcomeFailedOpen, err
+		return admission.Allowed("").WithWarnings(warnPrefix + "could not read the namespace; pod admitted without pull secrets")
+	}
+	if ns == nil || ns.Labels[h.nsKey] != h.nsValue {
+		d.outcome = metrics.OutcomeSkippedNamespace
+		return admission.Allowed("")
+	}
+
+	// 3. Decode the few fields used, then the pod's opt-out.
+	p, err := decodePod(req.Object.Raw)
+	if err != nil {
+		d.outcome, d.err = metrics.OutcomeFailedOpen, err
+		return admission.Allowed("").WithWarnings(warnPrefix + "could not decode the pod; pod admitted without pull secrets")
+	}
+	if n := p.displayName(); n != "" {
+		d.pod = n
+	}
+	if v, ok := p.Metadata.Labels[h.optOutKey]; ok && v == h.optOutValue {
+		d.outcome = metrics.OutcomeSkippedOptOut
+		return admission.Allowed("")
+	}
+
+	// 4. Images → instances.
+	matched, warnings := h.matchImages(p)
+	if len(matched) == 0 {
+		d.outcome = metrics.OutcomeSkippedNoMatch
+		return admission.Allowed("").WithWarnings(warnings...)
+	}
+	for _, i := range matched {
+		d.instances = append(d.instances, h.instances[i].Name)
+	}
+
+	// 5. Secrets, one per matched instance.
+	d.dryRun = req.DryRun != nil && *req.DryRun
+	names, failed := h.pullSecrets(ctx, ns, matched, d, &warnings)
+
+	// 6. Patch.
+	ops := p.pullSecretPatch(names)
+	d.outcome = metrics.OutcomePatched
+	if failed && len(ops) == 0 {
+		d.outcome = metrics.OutcomeFailedOpen
+	}
+	return admission.Patched("", ops...).WithWarnings(warnings...)
+}
+
+// pullSecrets ensures the Secret of each matched instance and returns the
+// names to reference, in config order. A failed instance adds a warning
+// (and an Event unless the Secret is foreign) and sets failed.
+func (h *Handler) pullSecrets(ctx context.Context, ns *metav1.PartialObjectMetadata, matched []int, d *decision, warnings *[]string) (names []string, failed bool) {
+	for _, r := range h.ensureAll(ctx, d.namespace, matched, d.dryRun) {
+		inst := h.instances[r.instance]
+		switch {
+		case errors.Is(r.err, pullsecret.ErrForeignSecret):
+			failed, d.err = true, errors.Join(d.err, r.err)
+			*warnings = append(*warnings, fmt.Sprintf("%sa Secret named %q exists in namespace %q that the webhook does not manage; no pull secret added for instance %s",
+				warnPrefix, inst.SecretName, d.namespace, inst.Name))
+		case r.err != nil:
+			failed, d.err = true, errors.Join(d.err, r.err)
+			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s: %v", warnPrefix, inst.Name, r.err))
+			h.recordFailure(ns, inst.Name, r.err)
+		default:
+			names = append(names, r.result.SecretName)
+			if r.result.Warning != "" {
+				*warnings = append(*warnings, r.result.Warning)
+			}
+		}
+	}
+	return names, failed
+}
+
+func isPodCreate(req admission.Request) bool {
+	return req.Kind.Group == "" && req.Kind.Kind == "Pod" && req.SubResource == "" &&
+		req.Operation == admissionv1.Create
+}
+
+// namespace reads the namespace's metadata from the cache, falling back once
+// to the API reader when the cache does not have it yet. A namespace that
+// exists nowhere yields nil.
+func (h *Handler) namespace(ctx context.Context, name string) (*metav1.PartialObjectMetadata, error) {
+	if name == "" {
+		return nil, nil
+	}
+	get := func(r client.Reader) (*metav1.PartialObjectMetadata, error) {
+		ns := &metav1.PartialObjectMetadata{}
+		ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+		if err := r.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
+			return nil, err
+		}
+		return ns, nil
+	}
+	ns, err := get(h.namespaces)
+	if apierrors.IsNotFound(err) && h.apiReader != nil {
+		ns, err = get(h.apiReader)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading namespace %q: %w", name, err)
+	}
+	return ns, nil
+}
+
+// matchImages returns the indices of the instances serving the pod's
+// images, in config order, and a warning per unparseable image.
+func (h *Handler) matchImages(p *pod) (matched []int, warnings []string) {
+	seen := make([]bool, len(h.instances))
+	p.images(func(image string) {
+		i, err := h.matcher.match(image)
+		switch {
+		case err != nil:
+			h.metrics.UnparseableImage()
+			warnings = append(warnings, fmt.Sprintf("%sskipped image %q: not a valid image reference", warnPrefix, truncate(image, 100)))
+		case i >= 0:
+			seen[i] = true
+		}
+	})
+	for i, ok := range seen {
+		if ok {
+			matched = append(matched, i)
+		}
+	}
+	return matched, warnings
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+type ensured struct {
+	pos      int
+	instance int
+	result   pullsecret.Result
+	err      error
+}
+
+// ensureAll asks Secrets for every matched instance concurrently and returns
+// the results in the order of matched. It returns by the context's deadline
+// even if an Ensure call ignores the context; unfinished calls then report a
+// timeout.
+func (h *Handler) ensureAll(ctx context.Context, namespace string, matched []int, dryRun bool) []ensured {
+	ch := make(chan ensured, len(matched)) // buffered: late results never block
+	for pos, i := range matched {
+		go func() { ch <- h.ensure(ctx, pos, i, namespace, dryRun) }()
+	}
+	out := make([]ensured, len(matched))
+	done := make([]bool, len(matched))
+	for range matched {
+		select {
+		case r := <-ch:
+			out[r.pos], done[r.pos] = r, true
+		case <-ctx.Done():
+			for pos, i := range matched {
+				if !done[pos] {
+					out[pos] = ensured{pos: pos, instance: i,
+						err: fmt.Errorf("timed out after %s: %w", h.timeout, ctx.Err())}
+				}
+			}
+			return out
+		}
+	}
+	return out
+}
+
+// ensure calls Secrets.Ensure, turning a panic into an error: it runs on its
+// own goroutine, out of reach of Handle's recover.
+func (h *Handler) ensure(ctx context.Context, pos, i int, namespace string, dryRun bool) (r ensured) {
+	r = ensured{pos: pos, instance: i}
+	inst := h.instances[i]
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error(fmt.Errorf("panic: %v", p), "Ensuring the pull secret panicked",
+				"namespace", namespace, "instance", inst.Name, "stack", string(debug.Stack()))
+			r.err = errors.New("internal error while ensuring the pull secret")
+		}
+	}()
+	r.result, r.err = h.secrets.Ensure(ctx, namespace, inst, dryRun)
+	if r.err == nil && r.result.SecretName == "" {
+		r.err = errors.New("no Secret name returned")
+	}
+	return r
+}
+
+// recordFailure records a Warning Event on the namespace, where its owners
+// look when pods fail to pull.
+func (h *Handler) recordFailure(ns *metav1.PartialObjectMetadata, instance string, err error) {
+	if h.recorder == nil {
+		return
+	}
+	regarding := &corev1.Namespace{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: metav1.ObjectMeta{Name: ns.Name, UID: ns.UID},
+	}
+	h.recorder.Eventf(regarding, nil, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventAction,
+		"pods admitted without the pull secret of instance %s: %v", instance, err)
+}
+
+func (h *Handler) logDecision(d decision) {
+	kv := []any{"namespace", d.namespace, "pod", d.pod, "instances", d.instances, "outcome", d.outcome}
+	if d.dryRun {
+		kv = append(kv, "dryRun", true)
+	}
+	switch {
+	case d.err != nil:
+		h.log.Error(d.err, "Admission review", kv...)
+	case d.outcome == metrics.OutcomePatched || d.outcome == metrics.OutcomeFailedOpen:
+		h.log.Info("Admission review", kv...)
+	default:
+		h.log.V(1).Info("Admission review", kv...)
+	}
+}

@@ -1,0 +1,222 @@
+// Command artifactory-pull-webhook runs the mutating admission webhook that
+// gives pods in opted-in namespaces a short-lived Artifactory pull secret.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
+	pwebhook "github.com/artifactory-pull-webhook/artifactory-pull-webhook/webhook"
+)
+
+const name = "artifactory-pull-webhook"
+
+type flags struct {
+	config      string
+	listenAddr  string
+	metricsAddr string
+	healthAddr  string
+	certDir     string
+}
+
+func main() {
+	var f flags
+	flag.StringVar(&f.config, "config", "/etc/artifactory-pull-webhook/config.yaml", "Path to the YAML configuration file.")
+	flag.StringVar(&f.listenAddr, "listen-addr", ":9443", "Address the HTTPS admission server listens on.")
+	flag.StringVar(&f.metricsAddr, "metrics-addr", ":8080", "Address of the Prometheus /metrics endpoint (\"0\" disables it).")
+	flag.StringVar(&f.healthAddr, "health-addr", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.StringVar(&f.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding tls.crt and tls.key; reloaded when they change.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse() // --kubeconfig is registered by controller-runtime's config package.
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	if err := run(ctrl.SetupSignalHandler(), f); err != nil {
+		ctrl.Log.WithName("setup").Error(err, "exiting")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, f flags) error {
+	log := ctrl.Log.WithName("setup")
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		return err
+	}
+	restCfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	host, port, err := splitHostPort(f.listenAddr)
+	if err != nil {
+		return fmt.Errorf("--listen-addr: %w", err)
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: f.metricsAddr},
+		HealthProbeBindAddress: f.healthAddr,
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host:    host,
+			Port:    port,
+			CertDir: f.certDir,
+			TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }},
+		}),
+		Cache: cacheOptions(),
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+	// Writes, and the reads that must see the API server rather than the
+	// label-filtered cache, go through a direct client.
+	direct, err := client.New(restCfg, client.Options{Scheme: scheme, HTTPClient: mgr.GetHTTPClient()})
+	if err != nil {
+		return fmt.Errorf("creating API client: %w", err)
+	}
+
+	m := metrics.New(crmetrics.Registry)
+	tokens, err := newTokenCache(ctx, cfg, m)
+	if err != nil {
+		return err
+	}
+	store := pullsecret.NewStore(pullsecret.Options{
+		Reader:           mgr.GetClient(),
+		Writer:           direct,
+		Tokens:           tokens,
+		Identity:         credentials.WebhookIdentity,
+		RefreshThreshold: cfg.RefreshThreshold,
+		Metrics:          m,
+		Log:              ctrl.Log.WithName("pullsecret"),
+	})
+	handler, err := pwebhook.NewHandler(pwebhook.Options{
+		Config:     cfg,
+		Namespaces: mgr.GetClient(),
+		APIReader:  mgr.GetAPIReader(),
+		Secrets:    store,
+		Recorder:   mgr.GetEventRecorder(name),
+		Metrics:    m,
+		Log:        ctrl.Log.WithName("admission"),
+	})
+	if err != nil {
+		return err
+	}
+	mgr.GetWebhookServer().Register("/mutate", &admission.Webhook{Handler: handler})
+
+	// Warm the caches and seed the token cache from valid managed Secrets
+	// before reporting ready, so a restart makes no new exchange.
+	warm := &warmup{mgr: mgr, store: store, done: make(chan struct{})}
+	if err := mgr.Add(warm); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("caches", warm.Checker); err != nil {
+		return err
+	}
+	log.Info("starting", "instances", len(cfg.Instances), "listen", f.listenAddr, "authType", cfg.AWS.AuthType)
+	return mgr.Start(ctx)
+}
+
+// cacheOptions keeps the informer caches to what the webhook uses: managed
+// Secrets only (never every Secret of the cluster), and Namespaces as
+// metadata only (the handler reads them as PartialObjectMetadata), both
+// without managedFields.
+func cacheOptions() cache.Options {
+	managed := labels.SelectorFromSet(labels.Set{pullsecret.ManagedByLabel: pullsecret.ManagedByValue})
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject:         map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: managed}},
+	}
+}
+
+// newTokenCache builds one signed exchange per configured instance behind a
+// shared cache.
+func newTokenCache(ctx context.Context, cfg *config.Config, m *metrics.Metrics) (*credentials.Cache, error) {
+	aws, err := credentials.AWSCredentials(ctx, credentials.AWSOptions{
+		AuthType:    credentials.AuthType(cfg.AWS.AuthType),
+		Region:      cfg.AWS.Region,
+		STSEndpoint: cfg.AWS.STSEndpoint,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("aws: %w", err)
+	}
+	exchangers := make(map[string]*credentials.Exchanger, len(cfg.Instances))
+	for _, in := range cfg.Instances {
+		hc, err := credentials.NewHTTPClient(in.CABundle, in.ExchangeTimeout.Duration)
+		if err != nil {
+			return nil, fmt.Errorf("instance %q: %w", in.Name, err)
+		}
+		ex, err := credentials.NewExchanger(credentials.ExchangeOptions{
+			Instance:    in.Name,
+			URL:         in.URL,
+			Region:      cfg.AWS.Region,
+			STSEndpoint: cfg.AWS.SigningEndpoint,
+			TTL:         in.TokenTTL.Duration,
+			HTTPClient:  hc,
+			Credentials: aws,
+			Metrics:     m,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("instance %q: %w", in.Name, err)
+		}
+		exchangers[in.Name] = ex
+	}
+	mint := func(ctx context.Context, key credentials.Key) (credentials.Credential, error) {
+		ex, ok := exchangers[key.Instance]
+		if !ok {
+			return credentials.Credential{}, fmt.Errorf("unknown instance %q", key.Instance)
+		}
+		return ex.Exchange(ctx)
+	}
+	return credentials.NewCache(mint, credentials.CacheOptions{
+		RefreshThreshold: cfg.RefreshThreshold,
+		Metrics:          m,
+		MintTimeout:      cfg.RequestTimeout.Duration,
+	}), nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", p, err)
+	}
+	return h, port, nil
+}
+
+var _ manager.LeaderElectionRunnable = (*warmup)(nil)

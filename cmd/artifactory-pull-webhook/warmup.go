@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
+)
+
+// warmup starts the Namespace and Secret informers, waits for them to sync
+// and seeds the token cache from the managed Secrets. Every replica runs it
+// (no leader election): each serves admissions from its own caches.
+type warmup struct {
+	mgr   manager.Manager
+	store *pullsecret.Store
+	done  chan struct{}
+}
+
+func (w *warmup) Start(ctx context.Context) error {
+	c := w.mgr.GetCache()
+	namespaces := &metav1.PartialObjectMetadata{}
+	namespaces.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	for _, obj := range []client.Object{namespaces, &corev1.Secret{}} {
+		if _, err := c.GetInformer(ctx, obj); err != nil {
+			return err
+		}
+	}
+	if !c.WaitForCacheSync(ctx) {
+		return errors.New("caches did not sync")
+	}
+	if err := w.store.Seed(ctx); err != nil {
+		// Not fatal: without seeding the first admissions mint new tokens.
+		w.mgr.GetLogger().Error(err, "seeding the token cache from managed Secrets")
+	}
+	close(w.done)
+	<-ctx.Done()
+	return nil
+}
+
+func (w *warmup) NeedLeaderElection() bool { return false }
+
+// Checker is a readiness check that passes once the caches are warm.
+func (w *warmup) Checker(_ *http.Request) error {
+	select {
+	case <-w.done:
+		return nil
+	default:
+		return errors.New("caches not synced yet")
+	}
+}

@@ -68,3 +68,6 @@ bench: envtest-bins
 
 clean:
 	rm -rf $(BIN) .demo
+
+# Further targets, one file per concern (helm, bench, fuzz).
+-include hack/make/*.mk

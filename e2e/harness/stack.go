@@ -165,18 +165,35 @@ requestTimeout: 5s
 }
 
 // StartWebhook (re)starts the webhook process with the given AWS identity,
-// on the address the API server calls.
-func (s *Stack) StartWebhook(ctx context.Context, id Identity) error {
+// on the address the API server calls. Options, when given, adjust the
+// process (another config, kubeconfig, environment or flags) before it
+// starts.
+func (s *Stack) StartWebhook(ctx context.Context, id Identity, adjust ...func(*WebhookOptions)) error {
 	s.StopWebhook()
-	env, err := s.identityEnv(ctx, id)
+	o, err := s.WebhookOptions(ctx, id)
 	if err != nil {
 		return err
 	}
-	s.Webhook, err = StartWebhook(ctx, WebhookOptions{
+	for _, f := range adjust {
+		f(&o)
+	}
+	s.Webhook, err = StartWebhook(ctx, o)
+	return err
+}
+
+// WebhookOptions are the options StartWebhook uses for identity id: the
+// stack's binary, config, kubeconfig, certificates and the address the API
+// server calls. Tests that run further webhook processes (a second replica)
+// start from these and change Addr and Dir.
+func (s *Stack) WebhookOptions(ctx context.Context, id Identity) (WebhookOptions, error) {
+	env, err := s.identityEnv(ctx, id)
+	if err != nil {
+		return WebhookOptions{}, err
+	}
+	return WebhookOptions{
 		Binary: s.binary, Dir: filepath.Join(s.Dir, "webhook"), Kubeconfig: s.Cluster.Kubeconfig,
 		Config: s.Config(id), Env: env, Addr: s.addr, Certs: s.certs, Stdout: s.logs,
-	})
-	return err
+	}, nil
 }
 
 // StopWebhook stops the webhook process if it runs.

@@ -42,6 +42,7 @@ type WebhookOptions struct {
 	Addr       string   // 127.0.0.1:port to listen on; empty picks one
 	Certs      *certs.Bundle
 	Stdout     io.Writer // optional copy of the process's logs
+	Args       []string  // extra flags
 }
 
 // Webhook is a running webhook process.
@@ -97,6 +98,7 @@ func StartWebhook(ctx context.Context, o WebhookOptions) (*Webhook, error) {
 	w.cmd = exec.Command(o.Binary,
 		"--config="+cfgPath, "--kubeconfig="+o.Kubeconfig, "--cert-dir="+certDir,
 		"--listen-addr="+addr, "--metrics-addr="+metricsAddr, "--health-addr="+healthAddr)
+	w.cmd.Args = append(w.cmd.Args, o.Args...)
 	// A clean environment: only what the test gives (and PATH/HOME), so the
 	// webhook's AWS identity is exactly the one under test.
 	w.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + o.Dir}, o.Env...)

@@ -17,6 +17,9 @@ export KUBEBUILDER_ASSETS := $(K8S_BIN)
 UNIT_PKGS := ./config/... ./credentials/... ./pullsecret/... ./webhook/... ./certs/... ./metrics/... \
 	./cmd/... ./e2e/awssig/... ./e2e/emulator/...
 E2E_PKGS := ./e2e
+# Further checks that `make test` runs, added by hack/make/*.mk (one file per concern: helm, fuzz, bench...).
+EXTRA_TESTS :=
+-include hack/make/*.mk
 
 .PHONY: all build test unit e2e demo bench vet fmt check envtest-bins clean
 
@@ -43,7 +46,7 @@ $(K8S_BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/go.sum
 	@$@ --version | head -1
 
 ## tests
-test: unit e2e
+test: unit e2e $(EXTRA_TESTS)
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
@@ -68,6 +71,3 @@ bench: envtest-bins
 
 clean:
 	rm -rf $(BIN) .demo
-
-# Further targets, one file per concern (helm, bench, fuzz).
--include hack/make/*.mk

@@ -10,7 +10,7 @@
 GO ?= go
 BIN := $(CURDIR)/bin
 K8S_BIN := $(BIN)/k8s
-KUBE_VERSION := $(shell awk '/^require k8s.io\/kubernetes/ {print $$3}' hack/tools/kube-apiserver/go.mod)
+KUBE_VERSION := $(shell awk '$$1=="k8s.io/kubernetes" {print $$2; exit}' hack/tools/kube-apiserver/go.mod)
 KUBE_MINOR := $(word 2,$(subst ., ,$(KUBE_VERSION)))
 export KUBEBUILDER_ASSETS := $(K8S_BIN)
 

@@ -245,7 +245,10 @@ func (a *Artifactory) exchange(w http.ResponseWriter, r *http.Request) {
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
-			return
+			// Drop the connection: returning normally would send an empty
+			// 200 should the context end for a reason other than the client
+			// leaving.
+			panic(http.ErrAbortHandler)
 		}
 	}
 	if status != 0 {

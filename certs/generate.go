@@ -33,7 +33,17 @@ type Bundle struct {
 // Generate creates a new CA and a serving certificate for hosts (DNS names
 // or IP addresses) valid for validity.
 func Generate(hosts []string, validity time.Duration) (*Bundle, error) {
-	now := time.Now()
+	return generateAt(time.Now(), hosts, validity)
+}
+
+// generateAt is Generate with the clock passed in, so rotation can be tested
+// without waiting. The CA lives exactly as long as the certificate it signs:
+// each rotation makes a new pair, and the old CA leaves the trust bundle when
+// the certificate it signed expires.
+func generateAt(now time.Time, hosts []string, validity time.Duration) (*Bundle, error) {
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("generating a serving certificate: no hosts")
+	}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating CA key: %w", err)
@@ -53,7 +63,7 @@ func Generate(hosts []string, validity time.Duration) (*Bundle, error) {
 	}
 	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("parsing the new CA certificate: %w", err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -80,7 +90,7 @@ func Generate(hosts []string, validity time.Duration) (*Bundle, error) {
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("encoding the serving key: %w", err)
 	}
 	return &Bundle{
 		CACert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),

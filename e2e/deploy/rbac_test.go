@@ -1,0 +1,304 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/certs"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
+)
+
+// The chart installed as the stack's webhook: release and namespace
+// artifactory-pull-webhook, so its ServiceAccount is the one the harness
+// created.
+const (
+	release     = harness.WebhookNamespace
+	saUser      = "system:serviceaccount:" + harness.WebhookNamespace + ":" + harness.WebhookServiceAccount
+	certSecret  = release + "-serving-cert"
+	webhookName = release // the harness's MutatingWebhookConfiguration, rendered from the chart
+)
+
+var installRBAC sync.Once
+
+// chartRBAC applies the chart's RBAC, rendered with the stack webhook's
+// own configuration (so the Secret names are the ones it writes), once.
+func chartRBAC(t *testing.T) {
+	t.Helper()
+	installRBAC.Do(func() {
+		var cfg map[string]any
+		if err := yaml.Unmarshal([]byte(stack.Config(harness.PodIdentity)), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		b, err := yaml.Marshal(map[string]any{"config": cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		values := filepath.Join(t.TempDir(), "values.yaml")
+		if err := os.WriteFile(values, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		objs := render(t, release, harness.WebhookNamespace, values)
+		apply(t, stack.Cluster.Client, only(objs, "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"))
+	})
+}
+
+// asServiceAccount is the admin config impersonating the chart's
+// ServiceAccount: RBAC decides every request as for the webhook's pod.
+func asServiceAccount() *rest.Config {
+	cfg := rest.CopyConfig(stack.Cluster.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: saUser,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + harness.WebhookNamespace, "system:authenticated"}}
+	return cfg
+}
+
+var nsSeq struct {
+	sync.Mutex
+	n int
+}
+
+func newNamespace(t *testing.T, prefix string, labels map[string]string) string {
+	t.Helper()
+	nsSeq.Lock()
+	nsSeq.n++
+	name := fmt.Sprintf("%s-%d", prefix, nsSeq.n)
+	nsSeq.Unlock()
+	if err := stack.Cluster.CreateNamespace(context.Background(), name, labels); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func TestChartServiceAccountCanMakeEveryCallOfTheWebhookAndReadNoOtherSecret(t *testing.T) {
+	chartRBAC(t)
+	ctx := context.Background()
+	cs, err := kubernetes.NewForConfig(asServiceAccount())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := newNamespace(t, "rbac", nil)
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Errorf("%s as the chart's ServiceAccount: %v", what, err)
+		}
+	}
+	forbidden := func(what string, err error) {
+		t.Helper()
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("%s as the chart's ServiceAccount: got %v, want Forbidden", what, err)
+		}
+	}
+	watchOnce := func(what string, w interface{ Stop() }, err error) {
+		t.Helper()
+		must(what, err)
+		if err == nil {
+			w.Stop()
+		}
+	}
+
+	// Namespaces: the opt-in informer and the direct read on a cache miss.
+	_, err = cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	must("get namespace", err)
+	_, err = cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	must("list namespaces", err)
+	w, err := cs.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{})
+	watchOnce("watch namespaces", w, err)
+
+	// Managed Secrets: the informer lists and watches them by label.
+	managed := metav1.ListOptions{LabelSelector: pullsecret.ManagedByLabel + "=" + pullsecret.ManagedByValue}
+	_, err = cs.CoreV1().Secrets("").List(ctx, managed)
+	must("list managed secrets", err)
+	w, err = cs.CoreV1().Secrets("").Watch(ctx, managed)
+	watchOnce("watch managed secrets", w, err)
+
+	// The pull Secret's lifecycle in a namespace.
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "artifactory-pull", Namespace: ns}}
+	_, err = cs.CoreV1().Secrets(ns).Create(ctx, sec, metav1.CreateOptions{})
+	must("create the pull secret", err)
+	got, err := cs.CoreV1().Secrets(ns).Get(ctx, "artifactory-pull", metav1.GetOptions{})
+	must("get the pull secret", err)
+	if err == nil {
+		got.Annotations = map[string]string{"updated": "yes"}
+		_, err = cs.CoreV1().Secrets(ns).Update(ctx, got, metav1.UpdateOptions{})
+		must("update the pull secret", err)
+	}
+	_, err = cs.CoreV1().Secrets(ns).Patch(ctx, "artifactory-pull", types.MergePatchType, []byte(`{"metadata":{"labels":{"p":"1"}}}`), metav1.PatchOptions{})
+	must("patch the pull secret", err)
+	must("delete the pull secret", cs.CoreV1().Secrets(ns).Delete(ctx, "artifactory-pull", metav1.DeleteOptions{}))
+
+	// Events on the namespace, both APIs.
+	_, err = cs.CoreV1().Events(ns).Create(ctx, &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: "apw-", Namespace: ns},
+		InvolvedObject: corev1.ObjectReference{Kind: "Namespace", Name: ns, Namespace: ns, APIVersion: "v1"},
+		Reason:         "TokenExchangeFailed", Message: "test", Type: corev1.EventTypeWarning,
+	}, metav1.CreateOptions{})
+	must("create a core/v1 event", err)
+	_, err = cs.EventsV1().Events(ns).Create(ctx, &eventsv1.Event{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "apw-", Namespace: ns},
+		EventTime:  metav1.NowMicro(), ReportingController: "artifactory-pull-webhook", ReportingInstance: "test",
+		Action: "Exchange", Reason: "TokenExchangeFailed", Type: corev1.EventTypeWarning,
+		Regarding: corev1.ObjectReference{Kind: "Namespace", Name: ns, Namespace: ns, APIVersion: "v1"},
+	}, metav1.CreateOptions{})
+	must("create an events.k8s.io/v1 event", err)
+
+	// Leader election Lease, in its own namespace only.
+	lease, err := cs.CoordinationV1().Leases(harness.WebhookNamespace).Create(ctx,
+		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "artifactory-pull-webhook-leader"}}, metav1.CreateOptions{})
+	must("create the lease", err)
+	if err == nil {
+		lease, err = cs.CoordinationV1().Leases(harness.WebhookNamespace).Get(ctx, lease.Name, metav1.GetOptions{})
+		must("get the lease", err)
+		_, err = cs.CoordinationV1().Leases(harness.WebhookNamespace).Update(ctx, lease, metav1.UpdateOptions{})
+		must("update the lease", err)
+	}
+	_, err = cs.CoordinationV1().Leases(ns).Create(ctx,
+		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere"}}, metav1.CreateOptions{})
+	forbidden("create a lease in another namespace", err)
+
+	// Self-managed certificates: the shared Secret and the CA injection,
+	// done by the certs package itself with the ServiceAccount's rights.
+	sa, err := client.New(asServiceAccount(), client.Options{Scheme: stack.Cluster.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := certs.NewSelfManaged(certs.SelfManagedOptions{Client: sa, Namespace: harness.WebhookNamespace,
+		SecretName: certSecret, WebhookConfigName: webhookName, Hosts: certs.ServiceHosts(release, harness.WebhookNamespace)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must("self-managed certificate sync (create Secret, inject caBundle)", sm.Sync(ctx))
+	_, err = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "someone-elses", metav1.GetOptions{})
+	forbidden("get another MutatingWebhookConfiguration", err)
+
+	// No other Secret: a tenant's own Secret can be neither read nor changed.
+	if err := stack.Cluster.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db-password", Namespace: ns},
+		StringData: map[string]string{"password": "hunter2"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cs.CoreV1().Secrets(ns).Get(ctx, "db-password", metav1.GetOptions{})
+	forbidden("get an arbitrary Secret in another namespace", err)
+	_, err = cs.CoreV1().Secrets(ns).Patch(ctx, "db-password", types.MergePatchType, []byte(`{"metadata":{"labels":{"p":"1"}}}`), metav1.PatchOptions{})
+	forbidden("patch an arbitrary Secret", err)
+	err = cs.CoreV1().Secrets(ns).Delete(ctx, "db-password", metav1.DeleteOptions{})
+	forbidden("delete an arbitrary Secret", err)
+}
+
+// impersonatingKubeconfig writes the admin kubeconfig with every user
+// impersonating the chart's ServiceAccount.
+func impersonatingKubeconfig(t *testing.T) string {
+	t.Helper()
+	kc, err := clientcmd.LoadFromFile(stack.Cluster.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ai := range kc.AuthInfos {
+		ai.Impersonate = saUser
+		ai.ImpersonateGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + harness.WebhookNamespace, "system:authenticated"}
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestWebhookWorksEndToEndWithOnlyTheChartsRBAC(t *testing.T) {
+	chartRBAC(t)
+	ctx := context.Background()
+	kubeconfig := impersonatingKubeconfig(t)
+	// Ready means its caches synced: list/watch of namespaces and managed
+	// Secrets and the start-up seeding all ran as the ServiceAccount.
+	// POD_NAMESPACE turns on leader election (Lease) as in the chart.
+	adjust := func(o *harness.WebhookOptions) {
+		o.Kubeconfig = kubeconfig
+		o.Env = append(o.Env, "POD_NAMESPACE="+harness.WebhookNamespace)
+	}
+	if err := stack.StartWebhook(ctx, harness.PodIdentity, adjust); err != nil {
+		t.Fatalf("starting the webhook as the chart's ServiceAccount: %v", err)
+	}
+	t.Cleanup(stack.StopWebhook)
+	cs, err := stack.Cluster.Clientset(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := newNamespace(t, "rbac-e2e", map[string]string{harness.OptInLabel: "enabled"})
+	createPod := func(name, image string) *corev1.Pod {
+		t.Helper()
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: image}}}}
+		got, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("creating pod %s: %v", name, err)
+		}
+		return got
+	}
+
+	// Mint, create the Secret, patch the pod.
+	got := createPod("app", stack.Image)
+	if len(got.Spec.ImagePullSecrets) != 1 || got.Spec.ImagePullSecrets[0].Name != "artifactory-pull" {
+		t.Fatalf("imagePullSecrets = %v, want [artifactory-pull]\n%s", got.Spec.ImagePullSecrets, stack.Webhook.Logs())
+	}
+	if err := stack.Cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "artifactory-pull"}, &corev1.Secret{}); err != nil {
+		t.Fatalf("pull Secret not written: %v", err)
+	}
+	// A failed exchange records an Event on the namespace.
+	stack.Emu.Artifactory.SetStatus(401, `{"errors":[{"status":401,"message":"no user is mapped"}]}`)
+	defer stack.Emu.Artifactory.SetStatus(0, "")
+	createPod("faulty", stack.FaultyHost+"/team/app:1.0")
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		// Events about a Namespace (cluster-scoped) may be stored in
+		// "default": look everywhere for one regarding ns.
+		var ev eventsv1.EventList
+		if err := stack.Cluster.Client.List(ctx, &ev); err != nil {
+			return false, err
+		}
+		for _, e := range ev.Items {
+			if e.Reason == "TokenExchangeFailed" && e.Regarding.Name == ns {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("no TokenExchangeFailed event recorded as the ServiceAccount: %v\n%s", err, stack.Webhook.Logs())
+	}
+	// The elected replica holds the Lease in its own namespace.
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		var leases coordinationv1.LeaseList
+		if err := stack.Cluster.Client.List(ctx, &leases, client.InNamespace(harness.WebhookNamespace)); err != nil {
+			return false, err
+		}
+		for _, l := range leases.Items {
+			if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" && l.Name != "artifactory-pull-webhook-leader" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Errorf("no leader Lease acquired as the ServiceAccount: %v", err)
+	}
+	if logs := stack.Webhook.Logs(); strings.Contains(strings.ToLower(logs), "forbidden") {
+		t.Errorf("the webhook hit a Forbidden error with the chart's RBAC:\n%s", logs)
+	}
+}

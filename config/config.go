@@ -26,6 +26,7 @@ const (
 	DefaultRefreshThreshold = 0.25
 	DefaultRequestTimeout   = 5 * time.Second
 	DefaultExchangeTimeout  = 4 * time.Second
+	DefaultBackoffCap       = 5 * time.Minute
 	MinTokenTTL             = 10 * time.Second
 )
 
@@ -52,7 +53,18 @@ type Config struct {
 	RefreshThreshold float64 `json:"refreshThreshold"`
 	// RequestTimeout bounds the handling of one admission review.
 	RequestTimeout Duration `json:"requestTimeout"`
+	// CleanupOnOptOut deletes a namespace's managed pull Secrets when it
+	// loses the opt-in label (default true). Unmanaged Secrets are never
+	// deleted.
+	CleanupOnOptOut *bool `json:"cleanupOnOptOut,omitempty"`
+	// BackoffCap is the longest wait between token mints of an instance
+	// that keeps failing (exponential backoff with jitter up to it).
+	BackoffCap Duration `json:"backoffCap"`
 }
+
+// Cleanup reports whether managed Secrets of opted-out namespaces are
+// deleted.
+func (c *Config) Cleanup() bool { return c.CleanupOnOptOut == nil || *c.CleanupOnOptOut }
 
 // Instance is one Artifactory instance.
 type Instance struct {
@@ -148,6 +160,9 @@ func (c *Config) applyDefaults() {
 	if c.AWS.AuthType == "" {
 		c.AWS.AuthType = AuthAuto
 	}
+	if c.BackoffCap.Duration == 0 {
+		c.BackoffCap.Duration = DefaultBackoffCap
+	}
 	for i := range c.Instances {
 		in := &c.Instances[i]
 		if in.SecretName == "" {
@@ -185,6 +200,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RequestTimeout.Duration < 100*time.Millisecond || c.RequestTimeout.Duration > 25*time.Second {
 		bad("requestTimeout", "must be between 100ms and 25s (below the API server's webhook timeout), got %s", c.RequestTimeout)
+	}
+	if c.BackoffCap.Duration < time.Second || c.BackoffCap.Duration > time.Hour {
+		bad("backoffCap", "must be between 1s and 1h, got %s", c.BackoffCap)
 	}
 	switch c.AWS.AuthType {
 	case AuthAuto, AuthWebIdentity, AuthPodIdentity:
@@ -234,9 +252,13 @@ func (c *Config) Validate() error {
 		}
 		if in.TokenTTL.Duration < MinTokenTTL {
 			bad(f+".tokenTTL", "must be at least %s, got %s", MinTokenTTL, in.TokenTTL)
-		} else if refresh := time.Duration(float64(in.TokenTTL.Duration) * c.RefreshThreshold); refresh < c.RequestTimeout.Duration {
+		} else if refresh := c.RefreshWindow(in); refresh < c.RequestTimeout.Duration {
 			bad(f+".tokenTTL", "%s leaves %s to refresh a token (refreshThreshold %v), less than requestTimeout %s; raise tokenTTL",
 				in.TokenTTL, refresh, c.RefreshThreshold, c.RequestTimeout)
+		} else if refresh <= c.BackoffCap.Duration {
+			bad(f+".tokenTTL", "%s leaves %s to refresh a token (refreshThreshold %v), not more than backoffCap %s: "+
+				"a failed refresh might not be retried before the token expires; raise tokenTTL or lower backoffCap",
+				in.TokenTTL, refresh, c.RefreshThreshold, c.BackoffCap)
 		}
 		if in.ExchangeTimeout.Duration <= 0 || in.ExchangeTimeout.Duration > c.RequestTimeout.Duration {
 			bad(f+".exchangeTimeout", "must be positive and at most requestTimeout (%s), got %s", c.RequestTimeout, in.ExchangeTimeout)
@@ -251,6 +273,29 @@ func (c *Config) Validate() error {
 			if _, err := os.Stat(in.CABundle); err != nil {
 				bad(f+".caBundle", "%v", err)
 			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RefreshWindow is the time between a token of inst becoming due for refresh
+// and its expiry: tokenTTL × refreshThreshold.
+func (c *Config) RefreshWindow(inst Instance) time.Duration {
+	return time.Duration(float64(inst.TokenTTL.Duration) * c.RefreshThreshold)
+}
+
+// CheckFailover reports instances whose tokens would expire before a
+// replica takes over refreshing from a dead leader: the refresh window must
+// exceed the leader election's lease duration plus requestTimeout. It is
+// checked at start when leader election is on.
+func (c *Config) CheckFailover(leaseDuration time.Duration) error {
+	var errs []error
+	for i, in := range c.Instances {
+		if w := c.RefreshWindow(in); w <= leaseDuration+c.RequestTimeout.Duration {
+			errs = append(errs, fmt.Errorf("instances[%d].tokenTTL: %s leaves %s to refresh a token (refreshThreshold %v), "+
+				"not more than the leader election lease duration %s plus requestTimeout %s: a token could expire before "+
+				"another replica takes over refreshing; raise tokenTTL or shorten the lease", i, in.TokenTTL, w,
+				c.RefreshThreshold, leaseDuration, c.RequestTimeout))
 		}
 	}
 	return errors.Join(errs...)

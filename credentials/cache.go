@@ -29,6 +29,9 @@ type CacheOptions struct {
 	Metrics *metrics.Metrics
 	// MintTimeout bounds one shared mint; 30s when zero.
 	MintTimeout time.Duration
+	// Backoff spaces out the mints of a key that keeps failing; the zero
+	// value disables it (every Get may mint).
+	Backoff Backoff
 }
 
 // Cache holds one credential per Key and mints a new one, once per key at a
@@ -43,8 +46,10 @@ type Cache struct {
 }
 
 type cacheEntry struct {
-	cred    Credential // zero until the first success or Seed
-	lastErr error
+	cred     Credential // zero until the first success or Seed
+	lastErr  error
+	failures int       // consecutive failed mints
+	retryAt  time.Time // no mint before this time while failures > 0
 }
 
 // NewCache returns a Cache that mints with mint.
@@ -68,6 +73,10 @@ func NewCache(mint MintFunc, o CacheOptions) *Cache {
 // the cached credential and a nil error: callers only need a usable token.
 // LastError reports the failure so that they can warn.
 //
+// While the key backs off after failed mints (see Backoff), Get mints
+// nothing: it returns the still-valid cached credential if there is one, else
+// a *BackoffError wrapping the latest mint error.
+//
 // Concurrent calls for one key share a single mint. The mint runs detached
 // from ctx (bounded by MintTimeout) so that one caller giving up does not fail
 // the others; each caller still returns as soon as its own ctx is done.
@@ -79,12 +88,23 @@ func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
 		return cached, nil
 	}
 	c.o.Metrics.CacheLookup(key.Instance, false)
+	if berr := c.backingOff(key, now); berr != nil {
+		c.o.Metrics.BackoffSkip(key.Instance)
+		if cur, ok := c.Peek(key); ok {
+			return cur, nil
+		}
+		return Credential{}, berr
+	}
 
 	ch := c.flights.DoChan(flightKey(key), func() (any, error) {
 		// A flight that ended between our lookup and now may have refreshed
-		// the entry already; minting again would waste an exchange.
+		// the entry already, or failed and started a backoff; minting again
+		// would waste an exchange.
 		if cur, ok := c.lookup(key); ok && !c.needsRefresh(cur, c.o.Now()) {
 			return cur, nil
+		}
+		if berr := c.backingOff(key, c.o.Now()); berr != nil {
+			return Credential{}, berr
 		}
 		mintCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.MintTimeout)
 		defer cancel()
@@ -133,6 +153,29 @@ func (c *Cache) Seed(key Key, cred Credential) bool {
 	return true
 }
 
+// NextAttempt is the time before which Get mints nothing for key because its
+// latest mints failed; zero when key is not backing off.
+func (c *Cache) NextAttempt(key Key) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[key]; ok && e.failures > 0 && e.retryAt.After(c.o.Now()) {
+		return e.retryAt
+	}
+	return time.Time{}
+}
+
+// backingOff returns the error to answer instead of minting while key backs
+// off, or nil when a mint may be attempted.
+func (c *Cache) backingOff(key Key, now time.Time) *BackoffError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if !ok || e.failures == 0 || !now.Before(e.retryAt) {
+		return nil
+	}
+	return &BackoffError{Err: e.lastErr, Failures: e.failures, RetryAt: e.retryAt}
+}
+
 // LastError is the error of key's latest mint, nil after a success.
 func (c *Cache) LastError(key Key) error {
 	c.mu.Lock()
@@ -162,15 +205,31 @@ func (c *Cache) lookup(key Key) (Credential, bool) {
 }
 
 // record stores a mint's outcome. A fresh credential replaces the cached one
-// unless a Seed meanwhile brought a later-expiring one.
+// unless a Seed meanwhile brought a later-expiring one. A failure extends the
+// key's backoff, a success ends it.
 func (c *Cache) record(key Key, cred Credential, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entry(key)
 	e.lastErr = err
-	if err == nil && (e.cred.Token.IsZero() || !cred.Expiry.Before(e.cred.Expiry)) {
-		e.cred = cred
+	if err != nil {
+		e.failures++
+		e.retryAt = c.o.Now().Add(c.o.Backoff.Delay(e.failures))
+	} else {
+		e.failures, e.retryAt = 0, time.Time{}
+		if e.cred.Token.IsZero() || !cred.Expiry.Before(e.cred.Expiry) {
+			e.cred = cred
+		}
 	}
+	c.o.Metrics.TokenBackoff(key.Instance, e.failures, retryDelay(e, c.o.Now()))
+}
+
+// retryDelay is how long e still waits before the next mint.
+func retryDelay(e *cacheEntry, now time.Time) time.Duration {
+	if e.failures == 0 {
+		return 0
+	}
+	return max(0, e.retryAt.Sub(now))
 }
 
 // entry returns key's entry, creating it; c.mu must be held.

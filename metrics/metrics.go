@@ -33,7 +33,19 @@ type Metrics struct {
 	cacheLookups      *prometheus.CounterVec
 	secretWrites      *prometheus.CounterVec
 	expiry            *expiryCollector
+	failures          *prometheus.GaugeVec
+	backoff           *prometheus.GaugeVec
+	backoffSkips      *prometheus.CounterVec
+	lifecycle         *prometheus.CounterVec
 }
+
+// Actions of the Secret refresher (label "action" of lifecycle_actions_total).
+const (
+	LifecycleRefreshed = "refreshed" // a Secret got a new token or new hosts
+	LifecycleRestored  = "restored"  // a deleted or hand-edited Secret was rewritten
+	LifecycleDeleted   = "deleted"   // a Secret of an opted-out namespace was deleted
+	LifecycleFailed    = "failed"    // a Secret could not be kept up to date
+)
 
 // New creates the collectors and registers them on reg.
 func New(reg prometheus.Registerer) *Metrics {
@@ -63,6 +75,22 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "artifactory_pull_secret_writes_total",
 			Help: "Writes of managed pull Secrets, by operation (create, update, delete) and result.",
 		}, []string{"operation", "result"}),
+		failures: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "artifactory_pull_token_consecutive_failures",
+			Help: "Consecutive failed token mints of an instance (0 once a mint succeeds).",
+		}, []string{"instance"}),
+		backoff: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "artifactory_pull_token_backoff_seconds",
+			Help: "Wait before the next token mint of an instance after its latest failure (0 when healthy).",
+		}, []string{"instance"}),
+		backoffSkips: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "artifactory_pull_token_backoff_skips_total",
+			Help: "Token requests answered without an exchange because the instance was backing off.",
+		}, []string{"instance"}),
+		lifecycle: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "artifactory_pull_lifecycle_actions_total",
+			Help: "Actions of the Secret refresher, by instance and action (refreshed, restored, deleted, failed).",
+		}, []string{"instance", "action"}),
 		expiry: &expiryCollector{
 			desc: prometheus.NewDesc("artifactory_pull_token_expiry_seconds",
 				"Seconds until the newest cached token of an instance expires (negative once expired).",
@@ -73,7 +101,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.admissions, m.admissionDuration, m.unparseableImages, m.exchanges,
-			m.cacheLookups, m.secretWrites, m.expiry)
+			m.cacheLookups, m.secretWrites, m.expiry, m.failures, m.backoff, m.backoffSkips, m.lifecycle)
 	}
 	return m
 }
@@ -126,6 +154,33 @@ func (m *Metrics) SecretWrite(operation string, err error) {
 		r = "error"
 	}
 	m.secretWrites.WithLabelValues(operation, r).Inc()
+}
+
+// TokenBackoff records an instance's retry state after a mint: its
+// consecutive failures and the wait before the next attempt.
+func (m *Metrics) TokenBackoff(instance string, failures int, wait time.Duration) {
+	if m == nil {
+		return
+	}
+	m.failures.WithLabelValues(instance).Set(float64(failures))
+	m.backoff.WithLabelValues(instance).Set(wait.Seconds())
+}
+
+// BackoffSkip counts one token request answered without an exchange
+// because the instance was backing off.
+func (m *Metrics) BackoffSkip(instance string) {
+	if m == nil {
+		return
+	}
+	m.backoffSkips.WithLabelValues(instance).Inc()
+}
+
+// LifecycleAction counts one action of the Secret refresher (Lifecycle*).
+func (m *Metrics) LifecycleAction(instance, action string) {
+	if m == nil {
+		return
+	}
+	m.lifecycle.WithLabelValues(instance, action).Inc()
 }
 
 // TokenExpiry records the expiry of the newest token of an instance; the

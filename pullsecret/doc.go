@@ -2,13 +2,20 @@
 // one kubernetes.io/dockerconfigjson Secret per (namespace, Artifactory
 // instance), labelled app.kubernetes.io/managed-by=artifactory-pull-webhook.
 //
-// It decides whether the Secret in a namespace is still good, writes it when
-// it is missing, near expiry or describes other hosts, and never touches a
-// Secret it does not manage. Secrets are read from an informer cache that
-// holds only managed Secrets; writes go to the API server. A fresh Secret
-// costs no API call and no token lookup; a dry run writes nothing and mints
-// nothing. Seed turns the valid Secrets found at start back into cached
-// tokens, so a restart causes no exchange.
+// At admission, Store.Ensure decides whether the Secret in a namespace is
+// still good, writes it when it is missing, near expiry or describes other
+// hosts, and never touches a Secret it does not manage. Secrets are read
+// from an informer cache that holds only managed Secrets; writes go to the
+// API server. A fresh Secret costs no API call and no token lookup; a dry
+// run writes nothing and mints nothing. Seed turns the valid Secrets found at
+// start back into cached tokens, so a restart causes no exchange.
+//
+// After admission, the Refresher (a controller run by the elected leader)
+// keeps those Secrets valid: it rewrites each one just after its token's
+// refresh point (Store.Sync: one mint per rotation through the shared token
+// cache, a write only when the content changes), restores a managed Secret
+// that is deleted or edited, and deletes the managed Secrets of a namespace
+// that stops opting in (Store.Delete). It records Events on the namespace.
 //
 // It knows credentials (tokens) but nothing about admission or pods.
 package pullsecret

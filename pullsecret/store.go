@@ -135,10 +135,11 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	if err != nil {
 		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
 	}
+	stale := func(cur *corev1.Secret) bool { return !s.fresh(cur, inst) }
 	if cached == nil {
-		res.Action, err = s.create(ctx, desired, inst)
+		res.Action, err = s.create(ctx, desired, stale)
 	} else {
-		res.Action, err = s.update(ctx, key, cached, desired, inst)
+		res.Action, err = s.update(ctx, key, cached, desired, stale)
 	}
 	if err != nil {
 		return res, fmt.Errorf("writing pull secret %s for instance %q: %w", key, inst.Name, err)
@@ -164,7 +165,7 @@ func (s *Store) cached(ctx context.Context, key types.NamespacedName) (*corev1.S
 
 // create writes a new Secret. AlreadyExists means the cache lagged behind
 // another writer or a foreign Secret holds the name: update resolves both.
-func (s *Store) create(ctx context.Context, desired *corev1.Secret, inst config.Instance) (Action, error) {
+func (s *Store) create(ctx context.Context, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
 	err := s.writer.Create(ctx, desired)
 	s.metrics.SecretWrite("create", err)
 	if err == nil {
@@ -173,14 +174,15 @@ func (s *Store) create(ctx context.Context, desired *corev1.Secret, inst config.
 	if !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("creating: %w", err)
 	}
-	return s.update(ctx, client.ObjectKeyFromObject(desired), nil, desired, inst)
+	return s.update(ctx, client.ObjectKeyFromObject(desired), nil, desired, stale)
 }
 
-// update rewrites the managed Secret at key with desired's content. cur is
-// the last known object (nil: read it from the API server); its
-// resourceVersion guards the write, and every conflict re-reads the object,
-// which may by then be fresh from another writer.
-func (s *Store) update(ctx context.Context, key types.NamespacedName, cur, desired *corev1.Secret, inst config.Instance) (Action, error) {
+// update rewrites the managed Secret at key with desired's content unless
+// stale says the current object needs no write. cur is the last known
+// object (nil: read it from the API server); its resourceVersion guards the
+// write, and every conflict re-reads the object, which may by then be fresh
+// from another writer.
+func (s *Store) update(ctx context.Context, key types.NamespacedName, cur, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
 	action := ActionUpdated
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if cur == nil {
@@ -192,7 +194,7 @@ func (s *Store) update(ctx context.Context, key types.NamespacedName, cur, desir
 		if !isManaged(cur) {
 			return ErrForeignSecret
 		}
-		if s.fresh(cur, inst) {
+		if !stale(cur) {
 			action = ActionReused
 			return nil
 		}

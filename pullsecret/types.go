@@ -45,3 +45,7 @@ type Result struct {
 // ErrForeignSecret is returned (wrapped) when a Secret of the managed name
 // exists but is not managed by the webhook: it is left untouched.
 var ErrForeignSecret = errors.New("a Secret with this name exists and is not managed by artifactory-pull-webhook")
+
+// ErrNoToken is returned (wrapped, with the cause) by Sync when the token
+// source could not provide a token.
+var ErrNoToken = errors.New("no token")

@@ -41,6 +41,8 @@ type flags struct {
 	metricsAddr string
 	healthAddr  string
 	certDir     string
+	leader      leaderFlags
+	certs       certFlags
 }
 
 func main() {
@@ -50,6 +52,8 @@ func main() {
 	flag.StringVar(&f.metricsAddr, "metrics-addr", ":8080", "Address of the Prometheus /metrics endpoint (\"0\" disables it).")
 	flag.StringVar(&f.healthAddr, "health-addr", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.StringVar(&f.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding tls.crt and tls.key; reloaded when they change.")
+	f.leader.bind(flag.CommandLine)
+	f.certs.bind(flag.CommandLine)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse() // --kubeconfig is registered by controller-runtime's config package.
@@ -80,7 +84,20 @@ func run(ctx context.Context, f flags) error {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
 	}
-	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+	refresh, err := planRefresh(cfg, &f.leader)
+	if err != nil {
+		return err
+	}
+	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }}
+	selfCerts, err := f.certs.selfManaged(restCfg, scheme, f.leader.namespace)
+	if err != nil {
+		return err
+	}
+	if selfCerts != nil {
+		// GetCertificate set: controller-runtime serves it and skips the file watcher.
+		tlsOpts = append(tlsOpts, selfCerts.TLSOpt)
+	}
+	opts := ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress: f.healthAddr,
@@ -88,12 +105,24 @@ func run(ctx context.Context, f flags) error {
 			Host:    host,
 			Port:    port,
 			CertDir: f.certDir,
-			TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }},
+			TLSOpts: tlsOpts,
 		}),
 		Cache: cacheOptions(),
-	})
+	}
+	if refresh.elected {
+		f.leader.apply(&opts)
+	}
+	mgr, err := ctrl.NewManager(restCfg, opts)
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
+	}
+	if selfCerts != nil {
+		if err := mgr.Add(selfCerts); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("certificate", selfCerts.Checker); err != nil {
+			return err
+		}
 	}
 	// Writes, and the reads that must see the API server rather than the
 	// label-filtered cache, go through a direct client.
@@ -136,6 +165,28 @@ func run(ctx context.Context, f flags) error {
 	if err := mgr.Add(warm); err != nil {
 		return err
 	}
+	if refresh.enabled {
+		refresher, err := pullsecret.NewRefresher(pullsecret.RefresherOptions{
+			Config:   cfg,
+			Store:    store,
+			Reader:   mgr.GetClient(),
+			Retry:    tokens,
+			Ready:    warm.done,
+			Recorder: mgr.GetEventRecorder(name),
+			Metrics:  m,
+			Log:      ctrl.Log.WithName("refresher"),
+		})
+		if err != nil {
+			return err
+		}
+		if err := refresher.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up the pull secret refresher: %w", err)
+		}
+	} else {
+		log.Info("pull secret refresher disabled: leader election needs a Lease namespace, and none was given " +
+			"nor found (running outside a cluster); pass --leader-election-namespace, or --leader-elect=false " +
+			"for a single replica. Secrets are still written at admission.")
+	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
@@ -145,7 +196,8 @@ func run(ctx context.Context, f flags) error {
 	if err := mgr.AddReadyzCheck("caches", warm.Checker); err != nil {
 		return err
 	}
-	log.Info("starting", "instances", len(cfg.Instances), "listen", f.listenAddr, "authType", cfg.AWS.AuthType)
+	log.Info("starting", "instances", len(cfg.Instances), "listen", f.listenAddr, "authType", cfg.AWS.AuthType,
+		"refresher", refresh.enabled, "leaderElection", refresh.elected, "leaseNamespace", f.leader.namespace)
 	return mgr.Start(ctx)
 }
 
@@ -204,6 +256,7 @@ func newTokenCache(ctx context.Context, cfg *config.Config, m *metrics.Metrics) 
 		RefreshThreshold: cfg.RefreshThreshold,
 		Metrics:          m,
 		MintTimeout:      cfg.RequestTimeout.Duration,
+		Backoff:          credentials.Backoff{Cap: cfg.BackoffCap.Duration},
 	}), nil
 }
 

@@ -1,0 +1,127 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestBackoffDelayWaitsFromSecondFailureDoublingUpToCapWithJitter(t *testing.T) {
+	low := Backoff{Base: time.Second, Cap: 8 * time.Second, Rand: func() float64 { return 0 }}
+	high := low
+	high.Rand = func() float64 { return 0.999999 }
+	tests := []struct {
+		failures int
+		nominal  time.Duration
+	}{
+		{0, 0}, {1, 0}, {2, time.Second}, {3, 2 * time.Second}, {4, 4 * time.Second},
+		{5, 8 * time.Second}, {6, 8 * time.Second}, {500, 8 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := low.Delay(tt.failures); got != tt.nominal/2 {
+			t.Errorf("Delay(%d) with the lowest jitter = %s, want %s", tt.failures, got, tt.nominal/2)
+		}
+		if got := high.Delay(tt.failures); got > tt.nominal || got < tt.nominal-time.Millisecond {
+			t.Errorf("Delay(%d) with the highest jitter = %s, want about %s", tt.failures, got, tt.nominal)
+		}
+	}
+	if d := (Backoff{}).Delay(10); d != 0 {
+		t.Errorf("zero Backoff waits %s, want 0 (disabled)", d)
+	}
+}
+
+func TestCacheBackingOffAnswersLastErrorWithoutMintingThenRecovers(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := &countingMint{clock: clock, lifetime: time.Hour}
+	m.fail.Store(true)
+	c := NewCache(m.mint, CacheOptions{Now: clock.Now,
+		Backoff: Backoff{Base: time.Second, Cap: time.Minute, Rand: func() float64 { return 0.5 }}})
+	ctx := context.Background()
+
+	// The first failure is retried at once; the second starts the backoff.
+	for range 2 {
+		if _, err := c.Get(ctx, cacheKey); err == nil {
+			t.Fatal("Get succeeded while minting fails")
+		}
+	}
+	_, err := c.Get(ctx, cacheKey)
+	var berr *BackoffError
+	if !errors.As(err, &berr) {
+		t.Fatalf("third Get = %v, want a *BackoffError", err)
+	}
+	if n := m.calls.Load(); n != 2 {
+		t.Fatalf("%d mints, want 2: a backing-off Get must not mint", n)
+	}
+	if berr.Failures != 2 || !berr.RetryAt.Equal(clock.Now().Add(750*time.Millisecond)) || !berr.RetryAt.Equal(c.NextAttempt(cacheKey)) {
+		t.Errorf("BackoffError = %+v, NextAttempt %s", berr, c.NextAttempt(cacheKey))
+	}
+	if berr.Err == nil || berr.Err.Error() != "artifactory down" || c.LastError(cacheKey) != berr.Err {
+		t.Errorf("BackoffError does not carry the last mint error: %v", berr.Err)
+	}
+
+	clock.Advance(750 * time.Millisecond)
+	if _, err := c.Get(ctx, cacheKey); err == nil || errors.As(err, &berr) {
+		t.Fatalf("Get at RetryAt = %v, want a new mint's error", err)
+	}
+	if n := m.calls.Load(); n != 3 {
+		t.Fatalf("%d mints, want 3", n)
+	}
+
+	m.fail.Store(false)
+	clock.Advance(time.Minute)
+	if _, err := c.Get(ctx, cacheKey); err != nil {
+		t.Fatalf("Get after recovery: %v", err)
+	}
+	if !c.NextAttempt(cacheKey).IsZero() || c.LastError(cacheKey) != nil {
+		t.Errorf("after a success NextAttempt = %s, LastError = %v; want zero, nil", c.NextAttempt(cacheKey), c.LastError(cacheKey))
+	}
+}
+
+func TestCachePermanentFailureMintsAboutOncePerCap(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := &countingMint{clock: clock, lifetime: time.Hour}
+	m.fail.Store(true)
+	const capDelay = 5 * time.Minute
+	c := NewCache(m.mint, CacheOptions{Now: clock.Now,
+		Backoff: Backoff{Cap: capDelay, Rand: func() float64 { return 0 }}}) // shortest waits: most mints
+	var mintTimes []time.Time
+	for range 3600 { // one caller per second for an hour
+		before := m.calls.Load()
+		_, _ = c.Get(context.Background(), cacheKey)
+		if m.calls.Load() > before {
+			mintTimes = append(mintTimes, clock.Now())
+		}
+		clock.Advance(time.Second)
+	}
+	if len(mintTimes) > 40 {
+		t.Fatalf("%d mints in an hour of calls every second, want at most 40", len(mintTimes))
+	}
+	last := mintTimes[len(mintTimes)-5:]
+	for i := 1; i < len(last); i++ {
+		if gap := last[i].Sub(last[i-1]); gap < capDelay/2 {
+			t.Errorf("mints %s apart once the backoff reached its cap, want at least %s", gap, capDelay/2)
+		}
+	}
+}
+
+func TestCacheBackingOffServesStillValidCredential(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := &countingMint{clock: clock, lifetime: 100 * time.Minute}
+	c := NewCache(m.mint, CacheOptions{Now: clock.Now, Backoff: Backoff{Cap: time.Minute}})
+	first, err := c.Get(context.Background(), cacheKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.fail.Store(true)
+	clock.Advance(90 * time.Minute) // due for refresh, still valid
+	for range 5 {
+		got, err := c.Get(context.Background(), cacheKey)
+		if err != nil || !got.Expiry.Equal(first.Expiry) {
+			t.Fatalf("Get = %v, %v; want the still-valid credential", got, err)
+		}
+	}
+	if n := m.calls.Load(); n != 3 {
+		t.Errorf("%d mints, want 3 (the first, then two failures before the backoff)", n)
+	}
+}

@@ -1,0 +1,383 @@
+package pullsecret
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
+)
+
+// Event reasons recorded on a namespace by the refresher. TokenExchangeFailed
+// is the reason the admission handler uses for the same condition.
+const (
+	ReasonRefreshed           = "PullSecretRefreshed"
+	ReasonRestored            = "PullSecretRestored"
+	ReasonDeleted             = "PullSecretDeleted"
+	ReasonTokenExchangeFailed = "TokenExchangeFailed"
+)
+
+const (
+	eventActionRefresh = "RefreshPullSecret"
+	eventActionDelete  = "DeletePullSecret"
+	// refreshSlack lands a requeue just after a token's refresh point, where
+	// the token source considers it due and mints.
+	refreshSlack = 250 * time.Millisecond
+	// minRetry bounds how soon a failed refresh is retried when the token
+	// source sets no backoff of its own.
+	minRetry = time.Second
+)
+
+// RetryState reports a token source's failures (credentials.Cache).
+type RetryState interface {
+	// LastError is the error of the key's latest mint, nil after a success.
+	LastError(credentials.Key) error
+	// NextAttempt is when the key may mint again; zero when it may now.
+	NextAttempt(credentials.Key) time.Time
+}
+
+// RefresherOptions configures a Refresher.
+type RefresherOptions struct {
+	Config *config.Config
+	// Store writes the Secrets; its token source must be Retry's.
+	Store *Store
+	// Reader is the informer cache: Namespaces as PartialObjectMetadata and
+	// managed Secrets only.
+	Reader client.Reader
+	// Retry tells when a failed token source may be asked again.
+	Retry RetryState
+	// Ready, when set, is closed once the token cache has been seeded from
+	// the existing Secrets; Reconcile waits for it so that a new leader does
+	// not mint tokens the Secrets already hold.
+	Ready    <-chan struct{}
+	Recorder events.EventRecorder // optional
+	Metrics  *metrics.Metrics
+	Log      logr.Logger
+	Now      func() time.Time
+}
+
+// Refresher keeps the managed Secret of every opted-in namespace valid after
+// admission, as a controller that runs on the elected leader only:
+//
+//   - refresh: each Secret is reconciled again just after its token's
+//     refresh point; the shared token cache mints once for all namespaces,
+//     and a Secret is written only when its content changes;
+//   - self-healing: a managed Secret that is deleted, or whose data is
+//     edited, is rewritten at once. The cache holds only managed Secrets, so
+//     a deleted one leaves nothing behind: the refresher remembers which
+//     (namespace, Secret) pairs it has seen and restores those;
+//   - opt-out: when a namespace loses the opt-in label its managed Secrets
+//     are deleted (unless cleanup is off) and forgotten.
+//
+// Failures are retried when the token source's backoff allows, with a
+// Warning Event on the namespace.
+type Refresher struct {
+	store     *Store
+	reader    client.Reader
+	retry     RetryState
+	ready     <-chan struct{}
+	recorder  events.EventRecorder
+	metrics   *metrics.Metrics
+	log       logr.Logger
+	now       func() time.Time
+	instances map[string]config.Instance // by Secret name
+	nsKey     string
+	nsValue   string
+	cleanup   bool
+
+	mu     sync.Mutex
+	wanted map[types.NamespacedName]bool // Secrets to restore when missing
+}
+
+// NewRefresher checks o and builds a Refresher.
+func NewRefresher(o RefresherOptions) (*Refresher, error) {
+	if o.Config == nil || o.Store == nil || o.Reader == nil || o.Retry == nil {
+		return nil, errors.New("pullsecret: RefresherOptions needs Config, Store, Reader and Retry")
+	}
+	key, value, err := config.SplitLabel(o.Config.NamespaceLabel)
+	if err != nil {
+		return nil, fmt.Errorf("pullsecret: namespaceLabel: %w", err)
+	}
+	r := &Refresher{
+		store: o.Store, reader: o.Reader, retry: o.Retry, ready: o.Ready, recorder: o.Recorder, metrics: o.Metrics,
+		log: o.Log, now: o.Now, nsKey: key, nsValue: value, cleanup: o.Config.Cleanup(),
+		instances: make(map[string]config.Instance, len(o.Config.Instances)),
+		wanted:    map[types.NamespacedName]bool{},
+	}
+	for _, in := range o.Config.Instances {
+		r.instances[in.SecretName] = in
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.log.GetSink() == nil {
+		r.log = logr.Discard()
+	}
+	return r, nil
+}
+
+// SetupWithManager registers the refresher as a controller. Like every
+// controller it runs only while the manager holds the leader lease. It
+// watches the managed Secrets (the label-selected informer) and the
+// Namespaces' labels (the metadata informer), both shared with admission.
+func (r *Refresher) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("pullsecret-refresher").
+		Watches(&corev1.Secret{}, r.secretEvents()).
+		Watches(namespaceObject(), handler.EnqueueRequestsFromMapFunc(r.secretsOf),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
+}
+
+// secretEvents enqueues the managed Secrets of configured instances. A
+// delete is remembered first: the cache keeps no trace of it.
+func (r *Refresher) secretEvents() handler.EventHandler {
+	enqueue := func(obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request], deleted bool) {
+		if _, ok := r.instances[obj.GetName()]; !ok || obj.GetLabels()[ManagedByLabel] != ManagedByValue {
+			return
+		}
+		key := client.ObjectKeyFromObject(obj)
+		if deleted {
+			r.remember(key, true)
+		}
+		q.Add(reconcile.Request{NamespacedName: key})
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(e.Object, q, false)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(e.ObjectNew, q, false)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(e.Object, q, true)
+		},
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(e.Object, q, false)
+		},
+	}
+}
+
+// secretsOf maps a namespace whose labels changed to its managed Secrets:
+// those in the cache and those remembered as deleted.
+func (r *Refresher) secretsOf(ctx context.Context, ns client.Object) []reconcile.Request {
+	seen := map[types.NamespacedName]bool{}
+	var list corev1.SecretList
+	if err := r.reader.List(ctx, &list, client.InNamespace(ns.GetName()),
+		client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
+		r.log.Error(err, "listing managed pull secrets of a namespace", "namespace", ns.GetName())
+	}
+	for i := range list.Items {
+		if _, ok := r.instances[list.Items[i].Name]; ok {
+			seen[client.ObjectKeyFromObject(&list.Items[i])] = true
+		}
+	}
+	r.mu.Lock()
+	for key := range r.wanted {
+		if key.Namespace == ns.GetName() {
+			seen[key] = true
+		}
+	}
+	r.mu.Unlock()
+	reqs := make([]reconcile.Request, 0, len(seen))
+	for key := range seen {
+		reqs = append(reqs, reconcile.Request{NamespacedName: key})
+	}
+	return reqs
+}
+
+// Reconcile brings one managed Secret in line with its namespace's opt-in
+// and the current token, and schedules the next look just after that
+// token's refresh point.
+func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	inst, ok := r.instances[req.Name]
+	if !ok {
+		return reconcile.Result{}, nil
+	}
+	if r.ready != nil {
+		select {
+		case <-r.ready:
+		case <-ctx.Done():
+			return reconcile.Result{}, ctx.Err()
+		}
+	}
+	ns := namespaceObject()
+	if err := r.reader.Get(ctx, client.ObjectKey{Name: req.Namespace}, ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.remember(req.NamespacedName, false)
+			return reconcile.Result{}, nil
+		}
+		return reconcile.Result{}, fmt.Errorf("reading namespace %s: %w", req.Namespace, err)
+	}
+	if ns.DeletionTimestamp != nil {
+		r.remember(req.NamespacedName, false) // its Secrets go with it
+		return reconcile.Result{}, nil
+	}
+	if ns.Labels[r.nsKey] != r.nsValue {
+		return r.optedOut(ctx, ns, inst, req.NamespacedName)
+	}
+
+	present, err := r.present(ctx, req.NamespacedName)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if present {
+		r.remember(req.NamespacedName, true)
+	} else if !r.remembered(req.NamespacedName) {
+		return reconcile.Result{}, nil // never ours here: admission creates it when a pod needs it
+	}
+	res, err := r.store.Sync(ctx, req.Namespace, inst)
+	if err != nil {
+		return r.failed(ns, inst, err)
+	}
+	r.report(ns, inst, res)
+	return reconcile.Result{RequeueAfter: r.nextLook(inst, res)}, nil
+}
+
+// optedOut deletes the managed Secret of a namespace that no longer opts in
+// (when cleanup is on) and forgets it.
+func (r *Refresher) optedOut(ctx context.Context, ns *metav1.PartialObjectMetadata, inst config.Instance, key types.NamespacedName) (reconcile.Result, error) {
+	r.remember(key, false)
+	if !r.cleanup {
+		return reconcile.Result{}, nil
+	}
+	deleted, err := r.store.Delete(ctx, ns.Name, inst)
+	if err != nil {
+		r.metrics.LifecycleAction(inst.Name, metrics.LifecycleFailed)
+		return reconcile.Result{}, err // a conflict is retried by the controller's rate limiter
+	}
+	if deleted {
+		r.metrics.LifecycleAction(inst.Name, metrics.LifecycleDeleted)
+		r.log.Info("deleted pull secret of opted-out namespace", "namespace", ns.Name, "instance", inst.Name,
+			"secret", inst.SecretName, "action", metrics.LifecycleDeleted)
+		r.event(ns, corev1.EventTypeNormal, ReasonDeleted, eventActionDelete,
+			"namespace no longer has label %s=%s: deleted pull secret %s of instance %s", r.nsKey, r.nsValue, inst.SecretName, inst.Name)
+	}
+	return reconcile.Result{}, nil
+}
+
+// failed records a Sync failure and schedules the retry the token source's
+// backoff allows. A Secret name held by a Secret we do not manage is left
+// alone until it changes.
+func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, inst config.Instance, err error) (reconcile.Result, error) {
+	if errors.Is(err, ErrForeignSecret) {
+		r.log.Info("pull secret name is taken by an unmanaged Secret; not touching it", "namespace", ns.Name,
+			"instance", inst.Name, "secret", inst.SecretName)
+		return reconcile.Result{}, nil
+	}
+	r.metrics.LifecycleAction(inst.Name, metrics.LifecycleFailed)
+	if !errors.Is(err, ErrNoToken) {
+		return reconcile.Result{}, err // an API error: the controller's rate limiter retries
+	}
+	r.log.Info("could not refresh pull secret", "namespace", ns.Name, "instance", inst.Name,
+		"secret", inst.SecretName, "action", metrics.LifecycleFailed, "error", err.Error())
+	r.event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh,
+		"could not refresh pull secret %s of instance %s: %v", inst.SecretName, inst.Name, err)
+	return reconcile.Result{RequeueAfter: r.retryAfter(inst)}, nil
+}
+
+// report records what a successful Sync did.
+func (r *Refresher) report(ns *metav1.PartialObjectMetadata, inst config.Instance, res SyncResult) {
+	if res.Action == ActionReused {
+		if err := r.retry.LastError(r.key(inst)); err != nil && !r.now().Before(res.RefreshAt) {
+			// Due for refresh, the mint failed, the Secret still works.
+			r.event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh,
+				"could not refresh pull secret %s of instance %s, which stays valid until %s: %v",
+				inst.SecretName, inst.Name, formatTime(res.ExpiresAt), err)
+		}
+		return
+	}
+	reason, action := ReasonRefreshed, metrics.LifecycleRefreshed
+	if res.Restored {
+		reason, action = ReasonRestored, metrics.LifecycleRestored
+	}
+	r.metrics.LifecycleAction(inst.Name, action)
+	r.log.Info("wrote pull secret", "namespace", ns.Name, "instance", inst.Name, "secret", inst.SecretName,
+		"action", action, "expiresAt", formatTime(res.ExpiresAt))
+	r.event(ns, corev1.EventTypeNormal, reason, eventActionRefresh,
+		"%s pull secret %s of instance %s; its token is valid until %s", action, inst.SecretName, inst.Name, formatTime(res.ExpiresAt))
+}
+
+// nextLook is when to reconcile a synced Secret again: just after its token's
+// refresh point, or, when the token source kept a due token because minting
+// fails, when it may mint again.
+func (r *Refresher) nextLook(inst config.Instance, res SyncResult) time.Duration {
+	if d := res.RefreshAt.Sub(r.now()); d > 0 {
+		return d + refreshSlack
+	}
+	return r.retryAfter(inst)
+}
+
+func (r *Refresher) retryAfter(inst config.Instance) time.Duration {
+	return max(r.retry.NextAttempt(r.key(inst)).Sub(r.now()), minRetry)
+}
+
+func (r *Refresher) key(inst config.Instance) credentials.Key {
+	return credentials.Key{Instance: inst.Name, Identity: r.store.identity}
+}
+
+func (r *Refresher) present(ctx context.Context, key types.NamespacedName) (bool, error) {
+	sec, err := r.store.cached(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("reading pull secret %s from cache: %w", key, err)
+	}
+	return sec != nil && isManaged(sec), nil
+}
+
+// remember records whether the Secret at key must be restored when missing.
+func (r *Refresher) remember(key types.NamespacedName, want bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if want {
+		r.wanted[key] = true
+	} else {
+		delete(r.wanted, key)
+	}
+}
+
+func (r *Refresher) remembered(key types.NamespacedName) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.wanted[key]
+}
+
+// event records an Event on the namespace, stored in that namespace so that
+// its owners see it. Messages name instances, Secrets and causes, never
+// token material.
+func (r *Refresher) event(ns *metav1.PartialObjectMetadata, eventType, reason, action, note string, args ...any) {
+	if r.recorder == nil {
+		return
+	}
+	regarding := &corev1.Namespace{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: metav1.ObjectMeta{Name: ns.Name, Namespace: ns.Name, UID: ns.UID},
+	}
+	r.recorder.Eventf(regarding, nil, eventType, reason, action, note, args...)
+}
+
+func namespaceObject() *metav1.PartialObjectMetadata {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return ns
+}

@@ -1,0 +1,261 @@
+package pullsecret
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
+)
+
+type fakeRetry struct {
+	err  error
+	next time.Time
+}
+
+func (f *fakeRetry) LastError(credentials.Key) error       { return f.err }
+func (f *fakeRetry) NextAttempt(credentials.Key) time.Time { return f.next }
+
+type refresherHarness struct {
+	*harness
+	r      *Refresher
+	retry  *fakeRetry
+	events *events.FakeRecorder
+}
+
+func namespaceWith(labels map[string]string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}
+}
+
+var optedInLabels = map[string]string{"artifactory-pull-webhook/inject": "enabled"}
+
+func newRefresherHarness(t *testing.T, cleanup bool, objs ...client.Object) *refresherHarness {
+	t.Helper()
+	h := newHarness(t, interceptor.Funcs{}, objs...)
+	rh := &refresherHarness{harness: h, retry: &fakeRetry{}, events: events.NewFakeRecorder(10)}
+	r, err := NewRefresher(RefresherOptions{
+		Config: &config.Config{Instances: []config.Instance{instance()}, NamespaceLabel: config.DefaultNamespaceLabel,
+			CleanupOnOptOut: &cleanup},
+		Store:    h.store,
+		Reader:   informerCache{h.api},
+		Retry:    rh.retry,
+		Recorder: rh.events,
+		Now:      func() time.Time { return h.now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rh.r = r
+	return rh
+}
+
+// informerCache is the manager's cache as the refresher sees it: every
+// Namespace, but only managed Secrets.
+type informerCache struct{ client.Reader }
+
+func (c informerCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		return managedOnly(c).Get(ctx, key, obj, opts...)
+	}
+	return c.Reader.Get(ctx, key, obj, opts...)
+}
+
+var secretKey = types.NamespacedName{Namespace: ns, Name: "artifactory-pull"}
+
+func (h *refresherHarness) reconcile(t *testing.T) reconcile.Result {
+	t.Helper()
+	res, err := h.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: secretKey})
+	if err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	return res
+}
+
+// event returns the next recorded event, or "" when there is none.
+func (h *refresherHarness) event() string {
+	select {
+	case e := <-h.events.Events:
+		return e
+	default:
+		return ""
+	}
+}
+
+func TestRefresherRewritesSecretDueForRefreshAndRequeuesAtTheNextRefreshPoint(t *testing.T) {
+	h := newRefresherHarness(t, true, namespaceWith(optedInLabels),
+		managedSecret(t, credAt(t0, "old-token"), instance().RegistryHosts))
+	h.now = t0.Add(46 * time.Minute)
+	h.tokens.cred = credAt(h.now, rawToken)
+
+	res := h.reconcile(t)
+
+	if _, tok, _ := ParseDockerConfigJSON(h.secret(t).Data[corev1.DockerConfigJsonKey], "acme.jfrog.io"); tok.Reveal() != rawToken {
+		t.Error("the Secret does not carry the new token")
+	}
+	if want := 45*time.Minute + refreshSlack; res.RequeueAfter != want {
+		t.Errorf("RequeueAfter = %s, want %s (just after the new token's refresh point)", res.RequeueAfter, want)
+	}
+	if e := h.event(); !strings.HasPrefix(e, "Normal "+ReasonRefreshed) || strings.Contains(e, rawToken) {
+		t.Errorf("event = %q, want %s without token", e, ReasonRefreshed)
+	}
+}
+
+func TestRefresherWritesNothingWhenTheSecretCarriesTheCurrentToken(t *testing.T) {
+	cred := credAt(t0, rawToken)
+	h := newRefresherHarness(t, true, namespaceWith(optedInLabels), managedSecret(t, cred, instance().RegistryHosts))
+	h.now = t0.Add(10 * time.Minute)
+	h.tokens.cred = cred
+
+	res := h.reconcile(t)
+
+	if h.apiCalls() != 0 {
+		t.Errorf("API calls = %v, want none", h.calls)
+	}
+	if want := 35*time.Minute + refreshSlack; res.RequeueAfter != want {
+		t.Errorf("RequeueAfter = %s, want %s", res.RequeueAfter, want)
+	}
+	if e := h.event(); e != "" {
+		t.Errorf("event %q for a Secret that was not written", e)
+	}
+}
+
+func TestRefresherRestoresEditedSecret(t *testing.T) {
+	cred := credAt(t0, rawToken)
+	edited := managedSecret(t, cred, instance().RegistryHosts)
+	edited.Data[corev1.DockerConfigJsonKey] = []byte(`{"auths":{"acme.jfrog.io":{"auth":"aGFuZDplZGl0ZWQ="}}}`)
+	h := newRefresherHarness(t, true, namespaceWith(optedInLabels), edited)
+	h.tokens.cred = cred
+
+	h.reconcile(t)
+
+	for _, host := range instance().RegistryHosts {
+		if _, tok, err := ParseDockerConfigJSON(h.secret(t).Data[corev1.DockerConfigJsonKey], host); err != nil || tok.Reveal() != rawToken {
+			t.Errorf("host %s not restored (err %v)", host, err)
+		}
+	}
+	if e := h.event(); !strings.HasPrefix(e, "Normal "+ReasonRestored) {
+		t.Errorf("event = %q, want %s", e, ReasonRestored)
+	}
+}
+
+func TestRefresherRecreatesOnlySecretsItHasSeen(t *testing.T) {
+	h := newRefresherHarness(t, true, namespaceWith(optedInLabels))
+
+	h.reconcile(t)
+	if h.calls["create"] != 0 || h.tokens.gets != 0 {
+		t.Fatalf("calls = %v, token gets = %d: a Secret never seen must be left to admission", h.calls, h.tokens.gets)
+	}
+
+	// The informer reports the managed Secret's deletion.
+	gone := managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts)
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	h.r.secretEvents().Delete(context.Background(), event.DeleteEvent{Object: gone}, q)
+	if q.Len() != 1 {
+		t.Fatalf("delete event enqueued %d requests, want 1", q.Len())
+	}
+	h.reconcile(t)
+
+	if h.calls["create"] != 1 {
+		t.Fatalf("calls = %v, want the deleted Secret recreated", h.calls)
+	}
+	if e := h.event(); !strings.HasPrefix(e, "Normal "+ReasonRestored) {
+		t.Errorf("event = %q, want %s", e, ReasonRestored)
+	}
+}
+
+func TestRefresherOnOptOut(t *testing.T) {
+	for _, cleanup := range []bool{true, false} {
+		t.Run(map[bool]string{true: "deletes the managed Secret", false: "keeps it when cleanup is off"}[cleanup], func(t *testing.T) {
+			foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "team-registry", Namespace: ns}}
+			h := newRefresherHarness(t, cleanup, namespaceWith(map[string]string{"team": "a"}), foreign,
+				managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts))
+			h.r.remember(secretKey, true)
+
+			h.reconcile(t)
+
+			var list corev1.SecretList
+			if err := h.api.List(context.Background(), &list); err != nil {
+				t.Fatal(err)
+			}
+			want := map[bool]int{true: 1, false: 2}[cleanup]
+			if len(list.Items) != want {
+				t.Errorf("%d Secrets left, want %d", len(list.Items), want)
+			}
+			for _, s := range list.Items {
+				if cleanup && s.Name != "team-registry" {
+					t.Errorf("Secret %s left behind", s.Name)
+				}
+			}
+			if h.r.remembered(secretKey) {
+				t.Error("the opted-out namespace's Secret is still remembered for restoring")
+			}
+			if e := h.event(); cleanup != strings.HasPrefix(e, "Normal "+ReasonDeleted) {
+				t.Errorf("event = %q", e)
+			}
+		})
+	}
+}
+
+func TestRefresherSchedulesFailedMintAfterBackoffAndWarnsWithoutToken(t *testing.T) {
+	h := newRefresherHarness(t, true, namespaceWith(optedInLabels),
+		managedSecret(t, credAt(t0.Add(-2*time.Hour), "expired-token"), instance().RegistryHosts))
+	h.tokens.err = errors.New(mintError)
+	h.retry.next = h.now.Add(40 * time.Second)
+
+	res := h.reconcile(t)
+
+	if res.RequeueAfter != 40*time.Second {
+		t.Errorf("RequeueAfter = %s, want the backoff's 40s", res.RequeueAfter)
+	}
+	if h.calls["update"]+h.calls["create"] != 0 {
+		t.Errorf("calls = %v, want no write without a token", h.calls)
+	}
+	e := h.event()
+	if !strings.HasPrefix(e, "Warning "+ReasonTokenExchangeFailed) || !strings.Contains(e, "401 no mapping for role") ||
+		strings.Contains(e, "expired-token") {
+		t.Errorf("event = %q, want a warning with Artifactory's reason and no token", e)
+	}
+}
+
+func TestRefresherIgnoresTerminatingNamespace(t *testing.T) {
+	terminating := namespaceWith(optedInLabels)
+	terminating.DeletionTimestamp = &metav1.Time{Time: t0}
+	terminating.Finalizers = []string{"kubernetes"}
+	h := newRefresherHarness(t, true, terminating)
+	h.r.remember(secretKey, true)
+
+	h.reconcile(t)
+
+	if h.apiCalls() != 0 || h.r.remembered(secretKey) {
+		t.Errorf("calls = %v, remembered = %v; want nothing done and the Secret forgotten", h.calls, h.r.remembered(secretKey))
+	}
+}
+
+func TestRefresherMapsNamespaceToCachedAndRememberedSecrets(t *testing.T) {
+	other := managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts)
+	other.Name = "not-configured"
+	h := newRefresherHarness(t, true, namespaceWith(optedInLabels), other,
+		managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts))
+	remembered := types.NamespacedName{Namespace: ns, Name: "artifactory-pull"}
+	h.r.remember(types.NamespacedName{Namespace: "elsewhere", Name: "artifactory-pull"}, true)
+
+	reqs := h.r.secretsOf(context.Background(), namespaceWith(nil))
+
+	if len(reqs) != 1 || reqs[0].NamespacedName != remembered {
+		t.Errorf("requests = %v, want only %s", reqs, remembered)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/distribution/reference"
 
@@ -11,12 +13,23 @@ import (
 )
 
 // Matcher maps an image reference to the configured instance serving its
-// registry host. It is immutable after NewMatcher and safe for concurrent use.
+// registry host. Its patterns are fixed by NewMatcher; it is safe for
+// concurrent use.
 type Matcher struct {
 	names     []string
 	exact     map[string]int // "host" or "host:port", lowercase → instance index
 	wildcards []wildcard     // most specific suffix first
+
+	// known memoizes match for valid references (image → instance index or
+	// -1). Parsing a reference runs distribution/reference's regular
+	// expressions, the largest cost of a warm admission, while a cluster
+	// pulls from a small set of images. Bounded: emptied when full.
+	known     sync.Map
+	knownSize atomic.Int32
 }
+
+// maxKnownImages bounds Matcher.known (a few hundred KiB at most).
+const maxKnownImages = 4096
 
 // wildcard is a "*.suffix[:port]" pattern. suffix keeps its leading dot, so
 // "*.jfrog.io" cannot match "jfrog.io" or "evil-jfrog.io".
@@ -62,11 +75,20 @@ func (m *Matcher) Match(image string) (instance string, ok bool, err error) {
 
 // match returns the index of the matching instance, or -1.
 func (m *Matcher) match(image string) (int, error) {
+	if i, ok := m.known.Load(image); ok {
+		return i.(int), nil
+	}
 	named, err := reference.ParseNormalizedNamed(image)
 	if err != nil {
 		return -1, fmt.Errorf("parsing image reference %q: %w", image, err)
 	}
-	return m.matchDomain(reference.Domain(named)), nil
+	i := m.matchDomain(reference.Domain(named))
+	if m.knownSize.Add(1) > maxKnownImages {
+		m.known.Clear()
+		m.knownSize.Store(1)
+	}
+	m.known.Store(image, i)
+	return i, nil
 }
 
 func (m *Matcher) matchDomain(domain string) int {

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
+)
+
+// report is everything one benchmark run measured.
+type report struct {
+	Options                options
+	Runs                   []scenarioRun
+	APIRequestsPer1000Warm float64
+	Rotation               rotationResult
+	Memory                 memoryResult
+	Micro                  microResult
+	Took                   time.Duration
+}
+
+// find returns the run of scenario at conc.
+func (r *report) find(scenario string, conc int) (scenarioRun, bool) {
+	for _, x := range r.Runs {
+		if x.Scenario == scenario && x.Concurrency == conc {
+			return x, true
+		}
+	}
+	return scenarioRun{}, false
+}
+
+// ratios returns scenario's p99 and throughput as ratios to the floor's at
+// conc (NaN when either run is missing).
+func (r *report) ratios(scenario string, conc int) (p99, throughput float64) {
+	s, ok1 := r.find(scenario, conc)
+	f, ok2 := r.find(scFloor, conc)
+	if !ok1 || !ok2 {
+		return math.NaN(), math.NaN()
+	}
+	return s.P99 / f.P99, s.Throughput / f.Throughput
+}
+
+// budgetLevel is the level the budgets are read at: the configured one, or
+// the highest level measured when it was not.
+func (r *report) budgetLevel() int {
+	for _, l := range r.Options.levels {
+		if l == r.Options.budgetLevel {
+			return l
+		}
+	}
+	return r.Options.levels[len(r.Options.levels)-1]
+}
+
+// figures are the headline numbers, keyed as in latest.json.
+func (r *report) figures() map[string]float64 {
+	c := r.budgetLevel()
+	warmP99, warmTP := r.ratios(scWarm, c)
+	noMatchP99, noMatchTP := r.ratios(scNoMatch, c)
+	coldP99, coldTP := r.ratios(scCold, c)
+	_, decodeTP := r.ratios(scDecode, c)
+	return map[string]float64{
+		"warm_p99_ratio":                    warmP99,
+		"warm_throughput_ratio":             warmTP,
+		"nomatch_p99_ratio":                 noMatchP99,
+		"nomatch_throughput_ratio":          noMatchTP,
+		"cold_p99_ratio":                    coldP99,
+		"cold_throughput_ratio":             coldTP,
+		"decode_throughput_ratio":           decodeTP,
+		"api_requests_per_1000_warm":        r.APIRequestsPer1000Warm,
+		"exchanges_1000_pods_100_ns":        float64(r.Rotation.MintExchanges),
+		"exchanges_per_rotation":            float64(r.Rotation.RotationExchanges),
+		"secret_writes_per_ns_first_mint":   r.Rotation.MintWritesPerNS,
+		"secret_writes_per_ns_per_rotation": r.Rotation.RotationWritesPerNS,
+		"rss_bytes_per_managed_ns":          r.Memory.RSSPerNamespace,
+		"heap_bytes_per_managed_ns":         r.Memory.HeapPerNamespace,
+		"allocs_per_warm_admission":         r.Micro.AllocsPerOp,
+		"handler_ns_per_warm_admission":     r.Micro.NsPerOp,
+		"budget_concurrency":                float64(c),
+		"managed_namespaces":                float64(r.Memory.Namespaces),
+	}
+}
+
+// budget is one line of the budget table.
+type budget struct {
+	figure, key string
+	ok          func(v float64) bool
+	limit       string
+	format      string
+}
+
+var budgets = []budget{
+	{"warm p99 / floor p99", "warm_p99_ratio", func(v float64) bool { return v <= 1.5 }, "≤ 1.5", "%.2f"},
+	{"warm throughput / floor throughput", "warm_throughput_ratio", func(v float64) bool { return v >= 0.75 }, "≥ 0.75", "%.2f"},
+	{"no-match p99 / floor p99", "nomatch_p99_ratio", func(v float64) bool { return v <= 1.25 }, "≤ 1.25", "%.2f"},
+	{"API requests per 1,000 warm admissions", "api_requests_per_1000_warm", func(v float64) bool { return v == 0 }, "0", "%.1f"},
+	{"exchanges, pods over fresh namespaces, 1 identity", "exchanges_1000_pods_100_ns", func(v float64) bool { return v == 1 }, "1", "%.0f"},
+	{"exchanges per rotation (same pods again)", "exchanges_per_rotation", func(v float64) bool { return v == 1 }, "1", "%.0f"},
+	{"Secret writes per namespace per rotation", "secret_writes_per_ns_per_rotation", func(v float64) bool { return v <= 1 }, "≤ 1", "%.2f"},
+	{"RSS per managed namespace", "rss_bytes_per_managed_ns", func(v float64) bool { return v <= 2048 }, "≤ 2 KiB", "%.0f B"},
+	{"allocations per warm admission (micro-benchmark)", "allocs_per_warm_admission", nil, "report, reduce", "%.0f"},
+}
+
+func (r *report) print(w io.Writer) {
+	m := machine()
+	fmt.Fprintf(w, "\n## Benchmark — %s, %s, %d CPUs, %s (took %s)\n\n", m["date"], m["cpu"], runtime.NumCPU(), m["go"], r.Took.Round(time.Second))
+	fmt.Fprintf(w, "%d AdmissionReviews (pod of %d bytes) per scenario and concurrency, HTTP/1.1 keep-alive over TLS.\n\n", r.Options.count, len(podJSON("artifactory.example.com", "bench-warm-0")))
+	fmt.Fprintln(w, "| scenario | concurrency | req/s | p50 ms | p99 ms | p99.9 ms | throughput / floor | p99 / floor |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, x := range r.Runs {
+		p99, tp := r.ratios(x.Scenario, x.Concurrency)
+		fmt.Fprintf(w, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", x.Scenario, x.Concurrency, x.Throughput, x.P50, x.P99, x.P999, tp, p99)
+	}
+	f := r.figures()
+	fmt.Fprintf(w, "\nBudgets (ratios at concurrency %d; pods over fresh namespaces: %d pods over %d; memory: %d managed namespaces):\n\n",
+		r.budgetLevel(), r.Rotation.Pods, r.Rotation.Namespaces, r.Memory.Namespaces)
+	fmt.Fprintln(w, "| figure | measured | budget | |")
+	fmt.Fprintln(w, "|---|---:|---|---|")
+	for _, b := range budgets {
+		v := f[b.key]
+		mark := ""
+		if b.ok != nil {
+			mark = "✗"
+			if b.ok(v) {
+				mark = "✓"
+			}
+		}
+		fmt.Fprintf(w, "| %s | "+b.format+" | %s | %s |\n", b.figure, v, b.limit, mark)
+	}
+	fmt.Fprintf(w, "\nAlso: decode reference throughput / floor %.2f; cold p99 / floor %.2f; Secret writes per fresh namespace %.2f; "+
+		"live heap per managed namespace %.0f B (%s); RSS %.1f → %.1f MiB, live heap %.1f → %.1f MiB; handler %.1f µs, %.0f B per warm admission.\n",
+		f["decode_throughput_ratio"], f["cold_p99_ratio"], f["secret_writes_per_ns_first_mint"], f["heap_bytes_per_managed_ns"], r.Memory.HeapMetric,
+		r.Memory.BaselineRSS/(1<<20), r.Memory.RSS/(1<<20), r.Memory.BaselineHeap/(1<<20), r.Memory.Heap/(1<<20),
+		r.Micro.NsPerOp/1000, r.Micro.BytesPerOp)
+}
+
+// write stores the figures, the runs and the machine as JSON at path
+// (relative to the module root).
+func (r *report) write(path string) error {
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(harness.ModuleRoot(), path)
+	}
+	doc := map[string]any{"machine": machine(), "runs": r.Runs, "took_s": r.Took.Seconds()}
+	for k, v := range r.figures() {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			continue // JSON has no NaN; a missing key says "not measured"
+		}
+		doc[k] = v
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	fmt.Fprintln(os.Stderr, ">> wrote", path)
+	return nil
+}
+
+// machine describes where the run happened: absolute times only mean
+// something beside it.
+func machine() map[string]string {
+	m := map[string]string{
+		"date": time.Now().UTC().Format("2006-01-02"), "goos": runtime.GOOS, "goarch": runtime.GOARCH,
+		"cpus": fmt.Sprint(runtime.NumCPU()), "go": runtime.Version(), "cpu": "unknown CPU",
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m["cpu"] = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m["kernel"] = strings.TrimSpace(string(b))
+	}
+	return m
+}

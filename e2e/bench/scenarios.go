@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
+)
+
+// Scenario names, in the order they run at each concurrency level.
+const (
+	scFloor   = "floor"
+	scDecode  = "decode"
+	scWarm    = "warm"
+	scNoMatch = "no-match"
+	scCold    = "cold"
+)
+
+// scenarioRun is one scenario at one concurrency level.
+type scenarioRun struct {
+	Scenario    string  `json:"scenario"`
+	Concurrency int     `json:"concurrency"`
+	Requests    int     `json:"requests"`
+	Throughput  float64 `json:"throughput_per_s"`
+	P50         float64 `json:"p50_ms"`
+	P99         float64 `json:"p99_ms"`
+	P999        float64 `json:"p999_ms"`
+}
+
+func newRun(scenario string, conc int, r runResult) scenarioRun {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return scenarioRun{Scenario: scenario, Concurrency: conc, Requests: len(r.Latencies), Throughput: r.throughput(),
+		P50: ms(r.percentile(0.50)), P99: ms(r.percentile(0.99)), P999: ms(r.percentile(0.999))}
+}
+
+// latency runs every scenario at every concurrency level, the floor first so
+// that each ratio compares runs minutes apart at most. It returns the runs
+// and the API requests the webhook made per 1,000 warm admissions.
+func (b *bench) latency(ctx context.Context) ([]scenarioRun, float64, error) {
+	n := b.o.count
+	warmNS, err := b.createNamespaces(ctx, "bench-warm", warmNamespaces, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	noMatchNS, err := b.createNamespaces(ctx, "bench-nomatch", 1, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	// Prime: one admission per warm namespace writes its Secret; then wait
+	// until a round of admissions costs no API request (Secrets cached).
+	prime, err := b.reviews(warmNamespaces, func(i int) string { return warmNS[i] }, b.host)
+	if err != nil {
+		return nil, 0, err
+	}
+	if _, err := b.hook.run(ctx, 1, prime, want{patched: true}); err != nil {
+		return nil, 0, err
+	}
+	if err := poll(ctx, time.Minute, "the warm Secrets to be cached", func() (bool, error) {
+		before, err := b.apiRequests()
+		if err != nil {
+			return false, err
+		}
+		if _, err := b.hook.run(ctx, 4, prime, want{patched: true}); err != nil {
+			return false, err
+		}
+		after, err := b.apiRequests()
+		return after == before, err
+	}); err != nil {
+		return nil, 0, err
+	}
+
+	warm, err := b.reviews(n, func(i int) string { return warmNS[i%len(warmNS)] }, b.host)
+	if err != nil {
+		return nil, 0, err
+	}
+	noMatch, err := b.reviews(n, func(int) string { return noMatchNS[0] }, "ghcr.io")
+	if err != nil {
+		return nil, 0, err
+	}
+	var runs []scenarioRun
+	var warmRequests, warmAPI float64
+	for _, conc := range b.o.levels {
+		// Fresh namespaces for the cold runs, created (and cached by the
+		// webhook) before anything is measured at this level.
+		coldNS, err := b.createNamespaces(ctx, fmt.Sprintf("bench-cold-c%d", conc), n, nil)
+		if err != nil {
+			return nil, 0, err
+		}
+		cold, err := b.reviews(n, func(i int) string { return coldNS[i] }, b.host)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, sc := range []struct {
+			name   string
+			t      *target
+			bodies [][]byte
+			want   want
+		}{
+			{scFloor, b.floor, warm, want{}},
+			{scDecode, b.decode, warm, want{patched: true}},
+			{scWarm, b.hook, warm, want{patched: true}},
+			{scNoMatch, b.hook, noMatch, want{}},
+			{scCold, b.hook, cold, want{patched: true}},
+		} {
+			// Warm-up: open the connections and let the scheduler settle.
+			wu := sc.bodies
+			if sc.name == scCold {
+				wu = warm
+			}
+			if _, err := sc.t.run(ctx, conc, wu[:min(len(wu), max(4*conc, n/10))], sc.want); err != nil {
+				return nil, 0, fmt.Errorf("%s warm-up at concurrency %d: %w", sc.name, conc, err)
+			}
+			before, err := b.apiRequests()
+			if err != nil {
+				return nil, 0, err
+			}
+			res, err := sc.t.run(ctx, conc, sc.bodies, sc.want)
+			if err != nil {
+				return nil, 0, fmt.Errorf("%s at concurrency %d: %w", sc.name, conc, err)
+			}
+			after, err := b.apiRequests()
+			if err != nil {
+				return nil, 0, err
+			}
+			if sc.name == scWarm {
+				warmRequests += float64(len(sc.bodies))
+				warmAPI += after - before
+			}
+			r := newRun(sc.name, conc, res)
+			fmt.Fprintf(os.Stderr, ">> c=%-3d %-8s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms\n", conc, sc.name, r.Throughput, r.P50, r.P99)
+			runs = append(runs, r)
+		}
+	}
+	return runs, warmAPI * 1000 / warmRequests, nil
+}
+
+// rotationResult counts what admitting pods over fresh namespaces costs
+// Artifactory and the API server, first with no token (mint), then once the
+// token must be replaced (rotation).
+type rotationResult struct {
+	Pods, Namespaces       int
+	MintExchanges          int
+	MintWritesPerNS        float64
+	RotationExchanges      int
+	RotationWritesPerNS    float64
+	RotationWaited         time.Duration
+	MintTook, RotationTook time.Duration
+}
+
+func (b *bench) rotation(ctx context.Context) (rotationResult, error) {
+	r := rotationResult{Pods: b.o.rotPods, Namespaces: b.o.rotNS}
+	conc := min(64, b.o.levels[len(b.o.levels)-1])
+	ns, err := b.createNamespaces(ctx, "bench-rotate", r.Namespaces, nil)
+	if err != nil {
+		return r, err
+	}
+	phase := func(name string) (exchanges int, writesPerNS float64, took time.Duration, err error) {
+		bodies, err := b.reviews(r.Pods, func(i int) string { return ns[i%len(ns)] }, rotateHost)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		ex0 := b.stack.Emu.Artifactory.Exchanges()
+		w0, err := b.stack.Webhook.Metric("artifactory_pull_secret_writes_total", nil)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		start := time.Now()
+		if _, err := b.hook.run(ctx, conc, bodies, want{patched: true}); err != nil {
+			return 0, 0, 0, fmt.Errorf("%s: %w", name, err)
+		}
+		took = time.Since(start)
+		w1, err := b.stack.Webhook.Metric("artifactory_pull_secret_writes_total", nil)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		return b.stack.Emu.Artifactory.Exchanges() - ex0, (w1 - w0) / float64(len(ns)), took, nil
+	}
+	fmt.Fprintf(os.Stderr, ">> rotation: %d pods over %d fresh namespaces, then again once the %s token is due\n", r.Pods, r.Namespaces, rotateTTL)
+	minted := time.Now()
+	if r.MintExchanges, r.MintWritesPerNS, r.MintTook, err = phase("first mint"); err != nil {
+		return r, err
+	}
+	// The token (and the Secrets) are due once less than refreshFraction of
+	// their life is left; a second of margin covers RFC 3339's whole seconds.
+	due := minted.Add(time.Duration(float64(rotateTTL)*(1-refreshFraction)) + time.Second)
+	r.RotationWaited = time.Until(due)
+	select {
+	case <-ctx.Done():
+		return r, ctx.Err()
+	case <-time.After(r.RotationWaited):
+	}
+	r.RotationExchanges, r.RotationWritesPerNS, r.RotationTook, err = phase("rotation")
+	return r, err
+}
+
+// memoryResult is the webhook's memory with its caches synced, before and
+// after adding Namespaces managed namespaces (each with a managed Secret).
+type memoryResult struct {
+	Namespaces                        int
+	BaselineRSS, RSS                  float64
+	BaselineHeap, Heap                float64
+	HeapMetric                        string
+	RSSPerNamespace, HeapPerNamespace float64
+}
+
+func (b *bench) memory(ctx context.Context) (memoryResult, error) {
+	m := memoryResult{Namespaces: b.o.namespaces}
+	tmpl, err := b.secret(ctx, "bench-warm-0", mainSecret)
+	if err != nil {
+		return m, err
+	}
+	fmt.Fprintln(os.Stderr, ">> memory: restarting the webhook for a baseline")
+	if err := b.stack.StartWebhook(ctx, harness.PodIdentity, b.adjust); err != nil {
+		return m, err
+	}
+	if m.BaselineRSS, m.BaselineHeap, m.HeapMetric, err = b.sampleMemory(ctx); err != nil {
+		return m, err
+	}
+	fmt.Fprintf(os.Stderr, ">> memory: creating %d namespaces, each with a managed Secret\n", m.Namespaces)
+	start := time.Now()
+	if _, err := b.createNamespaces(ctx, "bench-mem", m.Namespaces, tmpl); err != nil {
+		return m, err
+	}
+	fmt.Fprintf(os.Stderr, ">> memory: created in %s; restarting the webhook to sync them\n", time.Since(start).Round(time.Second))
+	if err := b.stack.StartWebhook(ctx, harness.PodIdentity, b.adjust); err != nil {
+		return m, err
+	}
+	if m.RSS, m.Heap, _, err = b.sampleMemory(ctx); err != nil {
+		return m, err
+	}
+	m.RSSPerNamespace = (m.RSS - m.BaselineRSS) / float64(m.Namespaces)
+	m.HeapPerNamespace = (m.Heap - m.BaselineHeap) / float64(m.Namespaces)
+	return m, nil
+}
+
+// sampleMemory reads the ready webhook's resident set and live heap three
+// times a second apart and keeps the smallest of each: the start-up LIST
+// leaves garbage that the runtime frees and returns over a few seconds.
+func (b *bench) sampleMemory(ctx context.Context) (rss, heap float64, heapMetric string, err error) {
+	heapMetric = "go_gc_heap_live_bytes" // live heap after the last GC
+	for i := range 3 {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return 0, 0, "", ctx.Err()
+			case <-time.After(time.Second):
+			}
+		}
+		text, err := b.stack.Webhook.MetricsText()
+		if err != nil {
+			return 0, 0, "", err
+		}
+		r, err := harness.MetricValue(text, "process_resident_memory_bytes", nil)
+		if err != nil {
+			return 0, 0, "", err
+		}
+		h, err := harness.MetricValue(text, heapMetric, nil)
+		if err != nil {
+			return 0, 0, "", err
+		}
+		if r == 0 || h == 0 {
+			return 0, 0, "", fmt.Errorf("the webhook's /metrics has no process_resident_memory_bytes or %s", heapMetric)
+		}
+		if i == 0 || r < rss {
+			rss = r
+		}
+		if i == 0 || h < heap {
+			heap = h
+		}
+	}
+	return rss, heap, heapMetric, nil
+}
+
+// microResult is the handler micro-benchmark (webhook.BenchmarkHandleWarm).
+type microResult struct {
+	NsPerOp     float64
+	BytesPerOp  float64
+	AllocsPerOp float64
+}
+
+var benchLine = regexp.MustCompile(`BenchmarkHandleWarm\S*\s+\d+\s+([\d.]+) ns/op\s+(\d+) B/op\s+(\d+) allocs/op`)
+
+// microBenchmark runs the handler's warm micro-benchmark (fakes for the
+// cache and the Secret store) for its allocations per admission.
+func microBenchmark(ctx context.Context, benchtime string) (microResult, error) {
+	fmt.Fprintln(os.Stderr, ">> go test -bench BenchmarkHandleWarm ./webhook")
+	cmd := exec.CommandContext(ctx, "go", "test", "-run=^$", "-bench=^BenchmarkHandleWarm$", "-benchmem",
+		"-benchtime="+benchtime, "./webhook")
+	cmd.Dir = harness.ModuleRoot()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return microResult{}, fmt.Errorf("running the handler micro-benchmark: %w\n%s", err, out)
+	}
+	m := benchLine.FindSubmatch(out)
+	if m == nil {
+		return microResult{}, fmt.Errorf("no BenchmarkHandleWarm result in:\n%s", out)
+	}
+	var r microResult
+	r.NsPerOp, _ = strconv.ParseFloat(string(m[1]), 64)
+	r.BytesPerOp, _ = strconv.ParseFloat(string(m[2]), 64)
+	r.AllocsPerOp, _ = strconv.ParseFloat(string(m[3]), 64)
+	return r, nil
+}

@@ -85,6 +85,7 @@ type Artifactory struct {
 	status    int
 	body      string
 	delay     time.Duration
+	maxExpiry time.Duration // SetMaxExpiry; overrides opts.MaxExpiry when set
 }
 
 // NewArtifactory starts an Artifactory emulator over TLS on 127.0.0.1.
@@ -185,6 +186,26 @@ func (a *Artifactory) SetDelay(d time.Duration) {
 	a.delay = d
 }
 
+// SetMaxExpiry caps expires_in at d from now on (token.max-expiry changed at
+// runtime); 0 restores the cap given in ArtifactoryOptions.
+func (a *Artifactory) SetMaxExpiry(d time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.maxExpiry = d
+}
+
+// IssuedTokens returns every access token the exchange has issued, so that
+// tests can prove none of them leaks into logs, metrics or events.
+func (a *Artifactory) IssuedTokens() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, 0, len(a.tokens))
+	for t := range a.tokens {
+		out = append(out, t)
+	}
+	return out
+}
+
 // SetMapping maps an IAM role ARN to a username.
 func (a *Artifactory) SetMapping(roleArn, username string) {
 	a.mu.Lock()
@@ -231,6 +252,10 @@ func (a *Artifactory) exchange(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.attempts++
 	status, forced, delay := a.status, a.body, a.delay
+	maxExpiry := a.opts.MaxExpiry
+	if a.maxExpiry > 0 {
+		maxExpiry = a.maxExpiry
+	}
 	a.mu.Unlock()
 	// Read the body first: only then does net/http watch the connection and cancel the context when
 	// the client gives up during the delay.
@@ -293,8 +318,8 @@ func (a *Artifactory) exchange(w http.ResponseWriter, r *http.Request) {
 	}
 	roleArn := fmt.Sprintf("arn:%s:iam::%s:role/%s", m[1], m[2], m[3])
 
-	if a.opts.MaxExpiry > 0 && expiresIn > int64(a.opts.MaxExpiry/time.Second) {
-		expiresIn = int64(a.opts.MaxExpiry / time.Second)
+	if maxExpiry > 0 && expiresIn > int64(maxExpiry/time.Second) {
+		expiresIn = int64(maxExpiry / time.Second)
 	}
 	token := randomBase64URL(48)
 	a.mu.Lock()

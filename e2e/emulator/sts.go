@@ -122,6 +122,19 @@ func (s *STS) IssueCredentials(roleArn, session string, ttl time.Duration) Creds
 	return c
 }
 
+// IssuedCredentials returns every session STS has issued (directly or
+// through AssumeRoleWithWebIdentity), so that tests can prove no secret key
+// or session token leaks into logs, metrics or events.
+func (s *STS) IssuedCredentials() []Creds {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Creds, 0, len(s.sessions))
+	for _, c := range s.sessions {
+		out = append(out, c)
+	}
+	return out
+}
+
 func (s *STS) now() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -92,14 +92,15 @@ func BenchmarkHandleNoMatch(b *testing.B) {
 // images changes no answer: a repeat, an eviction (more distinct images than
 // it holds) and invalid references answer as a fresh Matcher does.
 func TestMatcherAnswersStayTheSameWhenItsMemoIsFull(t *testing.T) {
-	m := NewMatcher(testConfig(t).Instances)
+	instances := testConfig(t).Instances
+	m := NewMatcher(instances)
 	images := append([]string{"UPPER/case", "bad::ref", ""}, benchImages...)
 	for i := range maxKnownImages + 10 {
 		images = append(images, fmt.Sprintf("x%d.jfrog.example.io/app:%d", i, i), fmt.Sprintf("docker.io/app-%d", i))
 	}
 	for round := range 2 {
 		for _, img := range images {
-			fresh := NewMatcher(testConfig(t).Instances)
+			fresh := NewMatcher(instances)
 			wantName, wantOK, wantErr := fresh.Match(img)
 			name, ok, err := m.Match(img)
 			if name != wantName || ok != wantOK || (err == nil) != (wantErr == nil) {

@@ -1,12 +1,12 @@
 package webhook
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 
 	jsonpatch "gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
+	kjson "sigs.k8s.io/json"
 )
 
 // pod holds only the fields of a Pod the webhook reads. Decoding into it
@@ -37,7 +37,7 @@ func decodePod(raw []byte) (*pod, error) {
 		return nil, fmt.Errorf("decoding pod: empty object")
 	}
 	var p pod
-	if err := json.Unmarshal(raw, &p); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &p); err != nil {
 		return nil, fmt.Errorf("decoding pod: %w", err)
 	}
 	return &p, nil

@@ -1,0 +1,125 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
+)
+
+// TestNoSecretReachesLogsMetricsEventsOrWarnings drives a webhook process
+// through success and failure (a rejected response that itself carries a
+// token) and then searches everything an operator or a namespace owner can
+// read — the process's log, its metrics, every Event and every admission
+// warning — for any token Artifactory issued, any AWS secret key or session
+// token STS issued, and every dockerconfig auth value written.
+func TestNoSecretReachesLogsMetricsEventsOrWarnings(t *testing.T) {
+	restartWebhook(t, harness.PodIdentity)
+	var warnings []string
+	ns := optedIn(t)
+	got, w := createPod(t, ns, pod("ok", stack.Image))
+	warnings = append(warnings, w...)
+	if len(got.Spec.ImagePullSecrets) != 1 {
+		t.Fatalf("precondition: pod not patched (warnings %v)", w)
+	}
+
+	// A failure whose body holds a token: it must be redacted everywhere.
+	deleteFaultySecrets(t)
+	restartWebhook(t, harness.PodIdentity)
+	const bodyToken = "QWJDZEVmR2hJaktsTW5PcFFyU3RVdld4WXoxMjM0NTY3ODkwYWJjZGVmZ2hpamts"
+	stack.Emu.Artifactory.SetStatus(401, `{"errors":[{"message":"token `+bodyToken+` revoked"}],"access_token":"`+bodyToken+`"}`)
+	failNS := optedIn(t)
+	_, w = createPod(t, failNS, pod("fail", stack.FaultyHost+"/team/app:1.0"))
+	warnings = append(warnings, w...)
+	stack.Emu.Artifactory.SetStatus(0, "")
+	_, w = createPod(t, failNS, pod("recovered", stack.FaultyHost+"/team/app:1.0"))
+	warnings = append(warnings, w...)
+
+	secrets := map[string]string{"a token in a rejected response": bodyToken}
+	for _, tok := range stack.Emu.Artifactory.IssuedTokens() {
+		secrets["an issued access token"+" ("+tok[:4]+"…)"] = tok
+	}
+	for _, c := range stack.Emu.STS.IssuedCredentials() {
+		secrets["an AWS secret key ("+c.AccessKeyID+")"] = c.SecretAccessKey
+		secrets["an AWS session token ("+c.AccessKeyID+")"] = c.SessionToken
+	}
+	for name, v := range dockerconfigAuths(t) {
+		secrets["dockerconfig auth of "+name] = v
+	}
+	if len(stack.Emu.Artifactory.IssuedTokens()) == 0 || len(stack.Emu.STS.IssuedCredentials()) == 0 {
+		t.Fatal("precondition: no token or AWS credentials were issued, the search proves nothing")
+	}
+
+	metricsText, err := stack.Webhook.MetricsText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources := map[string]string{
+		"webhook log":        stack.Webhook.Logs(),
+		"metrics":            metricsText,
+		"admission warnings": strings.Join(warnings, "\n"),
+		"Events":             allEventText(t),
+	}
+	if !strings.Contains(sources["admission warnings"], "faulty") || !strings.Contains(sources["Events"], "TokenExchangeFailed") {
+		t.Fatalf("precondition: the failure left no warning or Event to search: %q", warnings)
+	}
+	for where, text := range sources {
+		for what, secret := range secrets {
+			if len(secret) >= 8 && strings.Contains(text, secret) {
+				t.Errorf("%s contains %s", where, what)
+			}
+		}
+	}
+}
+
+// dockerconfigAuths returns the auth value of every managed Secret's
+// dockerconfig, by Secret, and the token inside it.
+func dockerconfigAuths(t *testing.T) map[string]string {
+	t.Helper()
+	var list corev1.SecretList
+	if err := stack.Cluster.Client.List(context.Background(), &list); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, s := range list.Items {
+		if s.Labels[pullsecret.ManagedByLabel] != pullsecret.ManagedByValue {
+			continue
+		}
+		for _, h := range strings.Split(s.Annotations[pullsecret.AnnotationHosts], ",") {
+			user, tok, err := pullsecret.ParseDockerConfigJSON(s.Data[corev1.DockerConfigJsonKey], h)
+			if err != nil {
+				continue
+			}
+			out[s.Namespace+"/"+s.Name] = base64.StdEncoding.EncodeToString([]byte(user + ":" + tok.Reveal()))
+		}
+	}
+	return out
+}
+
+// allEventText is the reason and text of every Event in the cluster, in
+// both APIs.
+func allEventText(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	var list eventsv1.EventList
+	if err := stack.Cluster.Client.List(context.Background(), &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range list.Items {
+		b.WriteString(e.Reason + " " + e.Note + "\n")
+	}
+	var core corev1.EventList
+	if err := stack.Cluster.Client.List(context.Background(), &core); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range core.Items {
+		b.WriteString(e.Reason + " " + e.Message + "\n")
+	}
+	return b.String()
+}

@@ -2,21 +2,31 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/certs"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
@@ -343,5 +353,307 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("gave up after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// secretWriteFaults is a validating admission webhook of the test's own,
+// served from the test process, that the API server calls for every Secret
+// write in namespaces labelled secretFaultsLabel. It fails the writes of
+// one Secret name as told and lets every other write through, the way an
+// API server under contention (Conflict) or overload (timeout) would.
+type secretWriteFaults struct {
+	url    string
+	caPEM  []byte
+	secret string
+
+	mu        sync.Mutex
+	op        admissionv1.Operation // writes the faults apply to; "" = every write
+	conflicts int                   // answer 409 Conflict to this many more writes
+	hang      bool                  // answer nothing until the API server gives up
+	reviews   int                   // reviews received, for any name
+}
+
+// secretFaultsLabel selects the namespaces whose Secret writes go through
+// secretWriteFaults.
+const secretFaultsLabel = "apw-e2e/secret-write-faults"
+
+// conflictMessage is what the API server says about a stale resourceVersion.
+const conflictMessage = "the object has been modified; please apply your changes to the latest version and try again"
+
+// set replaces the faults: conflicts for the next n writes of op, or hang.
+func (f *secretWriteFaults) set(op admissionv1.Operation, conflicts int, hang bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.op, f.conflicts, f.hang = op, conflicts, hang
+}
+
+func (f *secretWriteFaults) seen() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reviews
+}
+
+func (f *secretWriteFaults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var review admissionv1.AdmissionReview
+	if err := json.NewDecoder(r.Body).Decode(&review); err != nil || review.Request == nil {
+		http.Error(w, "not an AdmissionReview", http.StatusBadRequest)
+		return
+	}
+	req := review.Request
+	resp := &admissionv1.AdmissionResponse{UID: req.UID, Allowed: true}
+	f.mu.Lock()
+	f.reviews++
+	ours := req.Name == f.secret && (f.op == "" || f.op == req.Operation)
+	hang := ours && f.hang
+	if ours && !hang && f.conflicts > 0 {
+		f.conflicts--
+		resp.Allowed = false
+		resp.Result = &metav1.Status{Code: http.StatusConflict, Reason: metav1.StatusReasonConflict,
+			Message: fmt.Sprintf("Operation cannot be fulfilled on secrets %q: %s", req.Name, conflictMessage)}
+	}
+	f.mu.Unlock()
+	if hang {
+		// The API server gives up after timeoutSeconds and drops the call.
+		select {
+		case <-r.Context().Done():
+		case <-time.After(30 * time.Second):
+		}
+		return
+	}
+	review.Response, review.Request = resp, nil
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(review)
+}
+
+// startSecretWriteFaults serves secretWriteFaults over TLS and registers it
+// for Secret writes in namespaces labelled secretFaultsLabel, with
+// failurePolicy Fail and a 1s timeout: a fault it injects fails the write.
+// It returns once the API server calls it.
+func startSecretWriteFaults(t *testing.T, secret string) *secretWriteFaults {
+	t.Helper()
+	ctx := context.Background()
+	bundle, err := certs.Generate([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(bundle.Cert, bundle.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &secretWriteFaults{secret: secret, caPEM: bundle.CACert}
+	srv := httptest.NewUnstartedServer(f)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	f.url = srv.URL + "/validate"
+
+	cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "apw-e2e-secret-write-faults"},
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+			Name:         "secret-write-faults.e2e.test",
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &f.url, CABundle: f.caPEM},
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"secrets"}},
+			}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{secretFaultsLabel: "on"}},
+			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
+			TimeoutSeconds:          ptr.To[int32](1),
+			AdmissionReviewVersions: []string{"v1"},
+		}},
+	}
+	c := stack.Cluster.Client
+	if err := c.Create(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Delete(ctx, cfg) })
+
+	// The API server learns of the configuration from a watch: probe with
+	// dry-run writes of another name until it calls the webhook.
+	probeNS := faultyWritesNamespace(t)
+	waitFor(t, 10*time.Second, "the API server to call the Secret write fault webhook", func() bool {
+		probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: probeNS}}
+		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
+			t.Fatalf("dry-run probe: %v", err)
+		}
+		return f.seen() > 0
+	})
+	return f
+}
+
+// faultyWritesNamespace is a fresh opted-in namespace whose Secret writes go
+// through secretWriteFaults.
+func faultyWritesNamespace(t *testing.T) string {
+	t.Helper()
+	return namespace(t, map[string]string{harness.OptInLabel: "enabled", secretFaultsLabel: "on"})
+}
+
+// staleSecret writes a managed pull Secret for the main instance whose hosts
+// no longer match its configuration, so that the next pod makes the webhook
+// update it rather than create it.
+func staleSecret(t *testing.T, ns string) {
+	t.Helper()
+	now := time.Now().UTC()
+	data, err := pullsecret.DockerConfigJSON([]string{"old.registry.test"}, stack.Emu.Username, credentials.NewToken("stale"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "artifactory-pull", Namespace: ns,
+			Labels: map[string]string{pullsecret.ManagedByLabel: pullsecret.ManagedByValue},
+			Annotations: map[string]string{
+				pullsecret.AnnotationInstance:  "main",
+				pullsecret.AnnotationIdentity:  credentials.WebhookIdentity,
+				pullsecret.AnnotationHosts:     "old.registry.test",
+				pullsecret.AnnotationIssuedAt:  now.Format(time.RFC3339),
+				pullsecret.AnnotationExpiresAt: now.Add(time.Hour).Format(time.RFC3339),
+			}},
+		Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: data},
+	}
+	if err := stack.Cluster.Client.Create(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSecretWriteConflictsAndTimeoutsFailOpenAndRecoverWithoutRestart makes
+// the API server refuse the webhook's Secret writes with 409 Conflict, or
+// time them out, through a validating webhook of the test's own. A conflict
+// on an update is retried (a few are absorbed); what is not absorbed leaves
+// the pod admitted without the Secret, with a warning, an Event and a
+// metric naming the refusal, and the next pod after the fault clears is
+// patched by the same process.
+func TestSecretWriteConflictsAndTimeoutsFailOpenAndRecoverWithoutRestart(t *testing.T) {
+	const secret = "artifactory-pull" // the main instance's
+	faults := startSecretWriteFaults(t, secret)
+	t.Cleanup(func() {
+		if t.Failed() && stack.Webhook != nil {
+			t.Log("webhook logs:\n" + stack.Webhook.Logs())
+		}
+	})
+	rows := []struct {
+		name string
+		// stale pre-creates an outdated managed Secret: the write is an update.
+		stale bool
+		op    admissionv1.Operation
+		n     int  // conflicts
+		hang  bool // time out every write until healed
+		// absorbed: the pod is patched at once, no warning.
+		absorbed bool
+		reason   string
+		metric   map[string]string // secret_writes_total labels of the failure
+		failures float64           // how much that metric must grow
+	}{
+		{name: "conflict on create", op: admissionv1.Create, n: 1,
+			reason: conflictMessage, metric: map[string]string{"operation": "create", "result": "error"}, failures: 1},
+		{name: "conflicts on update absorbed by the retry", stale: true, op: admissionv1.Update, n: 3, absorbed: true,
+			metric: map[string]string{"operation": "update", "result": "error"}, failures: 3},
+		{name: "conflicts on update beyond the retries", stale: true, op: admissionv1.Update, n: 1000,
+			reason: conflictMessage, metric: map[string]string{"operation": "update", "result": "error"}, failures: 5},
+		{name: "write times out", hang: true,
+			reason: "context deadline exceeded", metric: map[string]string{"operation": "create", "result": "error"}, failures: 1},
+	}
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			ns := faultyWritesNamespace(t)
+			if row.stale {
+				staleSecret(t, ns)
+			}
+			faults.set(row.op, row.n, row.hang)
+			defer faults.set("", 0, false)
+			writesBefore := metric(t, "artifactory_pull_secret_writes_total", row.metric)
+			openBefore := metric(t, "artifactory_pull_admissions_total", map[string]string{"outcome": "failed_open"})
+
+			got, warnings := createPod(t, ns, pod("during", stack.Image))
+			assertReferencedSecretsUsable(t, ns, got, stack.Emu.Registry.Host())
+			if d := metric(t, "artifactory_pull_secret_writes_total", row.metric) - writesBefore; d != row.failures {
+				t.Errorf("secret_writes_total%v grew by %v, want %v", row.metric, d, row.failures)
+			}
+			if row.absorbed {
+				if n := pullSecretNames(got); !slices.Equal(n, []string{secret}) || len(warnings) != 0 {
+					t.Errorf("imagePullSecrets %v, warnings %q: want the Secret, no warning, once the retry wrote it", n, warnings)
+				}
+				return
+			}
+			if len(got.Spec.ImagePullSecrets) != 0 {
+				t.Errorf("pod references %v although the Secret could not be written", pullSecretNames(got))
+			}
+			joined := strings.Join(warnings, "\n")
+			if !strings.Contains(joined, "instance main") || !strings.Contains(joined, row.reason) {
+				t.Errorf("warnings %q do not name instance main and the reason %q", warnings, row.reason)
+			}
+			if d := metric(t, "artifactory_pull_admissions_total", map[string]string{"outcome": "failed_open"}) - openBefore; d != 1 {
+				t.Errorf("failed_open admissions grew by %v, want 1", d)
+			}
+			waitFor(t, 10*time.Second, "a TokenExchangeFailed Event naming the reason", func() bool {
+				return namespaceEventContains(t, ns, "TokenExchangeFailed", row.reason)
+			})
+
+			faults.set("", 0, false)
+			n := 0
+			waitFor(t, 20*time.Second, "a pod patched by the same process after the fault cleared", func() bool {
+				n++
+				got, _ := createPod(t, ns, pod(fmt.Sprintf("after-%d", n), stack.Image))
+				assertReferencedSecretsUsable(t, ns, got, stack.Emu.Registry.Host())
+				return slices.Equal(pullSecretNames(got), []string{secret})
+			})
+			if n != 1 {
+				t.Errorf("%d pods were needed after the fault cleared, want the first to be patched", n)
+			}
+		})
+	}
+}
+
+// TestArtifactoryCapOnExpiresInSetsTheLifetimeTheWebhookRefreshesBy asks
+// for 1h tokens from an Artifactory whose token.max-expiry grants 20s, as
+// Artifactory does (a larger expires_in is capped, never refused). The
+// webhook must take the granted lifetime as the truth: one exchange serves
+// every admission while that token is fresh, the Secrets say when it really
+// expires, the expiry gauge shows it, and the token is replaced before it
+// expires, by its real lifetime, not the asked one.
+func TestArtifactoryCapOnExpiresInSetsTheLifetimeTheWebhookRefreshesBy(t *testing.T) {
+	const instance, secret, granted = "capped", "pull-capped", 20 * time.Second
+	stack.Emu.Artifactory.SetMaxExpiry(granted)
+	t.Cleanup(func() { stack.Emu.Artifactory.SetMaxExpiry(0) })
+	startLifecycleWebhook(t, lifecycleConfig(instance, "1h", 0.25))
+
+	before := stack.Emu.Artifactory.Exchanges()
+	nss := []string{optedIn(t), optedIn(t), optedIn(t)}
+	for _, ns := range nss {
+		patchedPod(t, ns, "app", secret)
+	}
+	if d := stack.Emu.Artifactory.Exchanges() - before; d > 1 {
+		t.Errorf("%d pods made %d exchanges, want at most 1: freshness must be judged from the granted %s", len(nss), d, granted)
+	}
+	first, _ := getSecret(t, nss[0], secret)
+	firstToken := token(t, first)
+	issued, expires := annotationTime(t, first, pullsecret.AnnotationIssuedAt), annotationTime(t, first, pullsecret.AnnotationExpiresAt)
+	if lifetime := expires.Sub(issued); lifetime != granted {
+		t.Errorf("Secret says the token lives %s (%s → %s), want the granted %s, not the asked 1h", lifetime, issued, expires, granted)
+	}
+	for _, ns := range nss[1:] {
+		if s, _ := getSecret(t, ns, secret); token(t, s) != firstToken {
+			t.Errorf("namespace %s carries another token than %s", ns, nss[0])
+		}
+	}
+	if v := metric(t, "artifactory_pull_token_expiry_seconds", map[string]string{"instance": instance}); v <= 0 || v > granted.Seconds() {
+		t.Errorf("token_expiry_seconds{instance=%s} = %v, want at most the granted %v", instance, v, granted.Seconds())
+	}
+
+	// No new pod: the refresher must replace the token by its real lifetime.
+	waitFor(t, 2*granted, "the refresher to replace the capped token", func() bool {
+		s, ok := getSecret(t, nss[0], secret)
+		return ok && token(t, s) != firstToken
+	})
+	second, _ := getSecret(t, nss[0], secret)
+	if at := annotationTime(t, second, pullsecret.AnnotationIssuedAt); !at.Before(expires) {
+		t.Errorf("the capped token was replaced at %s, not before it expired at %s", at, expires)
+	}
+	if lifetime := annotationTime(t, second, pullsecret.AnnotationExpiresAt).Sub(annotationTime(t, second, pullsecret.AnnotationIssuedAt)); lifetime != granted {
+		t.Errorf("the replacement lives %s, want the granted %s", lifetime, granted)
+	}
+	if err := pull(nss[0], stack.Image, []string{secret}); err != nil {
+		t.Errorf("pull with the replaced capped token: %v", err)
 	}
 }

@@ -6,9 +6,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -138,5 +144,75 @@ func TestWebhookRefusesTLSBelow1_2AndNegotiates1_3(t *testing.T) {
 	}
 	if v, err := dial(0); err != nil || v != tls.VersionTLS13 {
 		t.Errorf("default handshake: version %x, err %v; want TLS 1.3", v, err)
+	}
+}
+
+// TestSlowClientsAreCutOffWhileAdmissionsContinue opens connections that
+// send a review's headers and then trickle its body a byte at a time, as a
+// slowloris attack does. The webhook must close each of them once its read
+// deadline passes (10s), while pods created meanwhile are patched as usual.
+func TestSlowClientsAreCutOffWhileAdmissionsContinue(t *testing.T) {
+	const clients = 20
+	// Far beyond the webhook's read deadline: a connection still open then
+	// is held for as long as its client likes.
+	const giveUp = 45 * time.Second
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(stack.Webhook.CABundle)
+	stop := make(chan struct{})
+	defer close(stop)
+	type cut struct {
+		sent int
+		err  error
+	}
+	cuts := make(chan cut, clients)
+	for range clients {
+		conn, err := tls.Dial("tcp", stack.Webhook.Addr, &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatalf("connecting to the webhook: %v", err)
+		}
+		defer conn.Close()
+		if _, err := fmt.Fprintf(conn, "POST /mutate HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+			stack.Webhook.Addr, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		var sent atomic.Int64
+		go func() {
+			tick := time.NewTicker(500 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					if _, err := conn.Write([]byte(" ")); err != nil {
+						return
+					}
+					sent.Add(1)
+				}
+			}
+		}()
+		go func() {
+			_ = conn.SetReadDeadline(time.Now().Add(giveUp))
+			_, err := io.Copy(io.Discard, conn) // until the webhook closes the connection
+			cuts <- cut{sent: int(sent.Load()), err: err}
+		}()
+	}
+
+	ns := optedIn(t)
+	for i := range 3 {
+		got, warnings := createPod(t, ns, pod(fmt.Sprintf("beside-slow-clients-%d", i), stack.Image))
+		if n := pullSecretNames(got); len(n) != 1 {
+			t.Errorf("pod created beside %d slow clients not patched: %v (warnings %v)", clients, n, warnings)
+		}
+	}
+	for range clients {
+		c := <-cuts
+		if errors.Is(c.err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a client trickling its body (%d bytes sent) was still connected after %s", c.sent, giveUp)
+		}
+	}
+	ns = optedIn(t)
+	if got, w := createPod(t, ns, pod("after-slow-clients", stack.Image)); len(got.Spec.ImagePullSecrets) != 1 {
+		t.Errorf("webhook stopped patching after the slow clients were cut off: %v", w)
 	}
 }

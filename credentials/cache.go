@@ -32,6 +32,11 @@ type CacheOptions struct {
 	// Backoff spaces out the mints of a key that keeps failing; the zero
 	// value disables it (every Get may mint).
 	Backoff Backoff
+	// OnMint, when set, is called after every successful mint with the new
+	// credential, e.g. to checkpoint it so that a restart need not mint
+	// again. It runs inside the shared mint, before waiting callers get the
+	// credential: it must not block.
+	OnMint func(Key, Credential)
 }
 
 // Cache holds one credential per Key and mints a new one, once per key at a
@@ -110,6 +115,9 @@ func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
 		defer cancel()
 		cred, err := c.mint(mintCtx, key)
 		c.record(key, cred, err)
+		if err == nil && c.o.OnMint != nil {
+			c.o.OnMint(key, cred)
+		}
 		return cred, err
 	})
 	select {
@@ -136,8 +144,8 @@ func (c *Cache) Peek(key Key) (Credential, bool) {
 	return cred, true
 }
 
-// Seed offers a credential obtained elsewhere (e.g. read back from an
-// existing Secret). It is kept if it has not expired and expires later than
+// Seed offers a credential obtained elsewhere (e.g. read back from the
+// webhook's own checkpoint at start). It is kept if it has not expired and expires later than
 // the cached one; Seed reports whether it was kept.
 func (c *Cache) Seed(key Key, cred Credential) bool {
 	if cred.Token.IsZero() || !c.o.Now().Before(cred.Expiry) {

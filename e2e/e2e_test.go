@@ -357,6 +357,9 @@ func TestArtifactoryFailuresFailOpenAndRecover(t *testing.T) {
 			if v := metric(t, "artifactory_pull_token_exchanges_total", map[string]string{"instance": "faulty", "result": "success"}); v != 0 {
 				t.Errorf("exchange successes recorded during the fault: %v", v)
 			}
+			eventually(t, 10*time.Second, "a TokenExchangeFailed Event in the pod's namespace", func() bool {
+				return hasEvent(t, ns, pullsecret.ReasonTokenExchangeFailed, "pods admitted without the pull secret of instance faulty")
+			})
 
 			tc.fix()
 			got, warnings = createPod(t, ns, pod("after", image))
@@ -367,21 +370,37 @@ func TestArtifactoryFailuresFailOpenAndRecover(t *testing.T) {
 	}
 }
 
-// deleteFaultySecrets removes every Secret of the faulty instance so that a
-// restarted webhook cannot seed its token.
+// deleteFaultySecrets removes every Secret of the faulty instance and its
+// token from the checkpoint, so that a restarted webhook cannot seed it. It
+// stops the webhook first (the refresher would restore the Secrets); every
+// caller starts it again.
 func deleteFaultySecrets(t *testing.T) {
 	t.Helper()
+	stack.StopWebhook()
+	ctx := context.Background()
 	list := &corev1.SecretList{}
-	if err := stack.Cluster.Client.List(context.Background(), list, client.MatchingLabels{pullsecret.ManagedByLabel: pullsecret.ManagedByValue}); err != nil {
+	if err := stack.Cluster.Client.List(ctx, list, client.MatchingLabels{pullsecret.ManagedByLabel: pullsecret.ManagedByValue}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range list.Items {
 		s := &list.Items[i]
 		if s.Name == "artifactory-pull-faulty" {
-			if err := stack.Cluster.Client.Delete(context.Background(), s); err != nil && !apierrors.IsNotFound(err) {
+			if err := stack.Cluster.Client.Delete(ctx, s); err != nil && !apierrors.IsNotFound(err) {
 				t.Fatal(err)
 			}
 		}
+	}
+	cp, ok := getSecret(t, harness.WebhookNamespace, pullsecret.DefaultCheckpointSecret)
+	if !ok {
+		return
+	}
+	for k := range cp.Data {
+		if strings.HasPrefix(k, "faulty.") {
+			delete(cp.Data, k)
+		}
+	}
+	if err := stack.Cluster.Client.Update(ctx, cp); err != nil {
+		t.Fatalf("removing the faulty instance's token from the checkpoint: %v", err)
 	}
 }
 

@@ -10,8 +10,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
@@ -21,8 +23,8 @@ import (
 var leaderArgs = []string{
 	"--leader-election-namespace=" + harness.WebhookNamespace,
 	"--leader-election-lease-duration=5s",
-	"--leader-election-renew-deadline=3s",
-	"--leader-election-retry-period=1s",
+	"--leader-election-renew-deadline=4s",
+	"--leader-election-retry-period=500ms",
 }
 
 // lifecycleConfig is a configuration with one instance on the stack's
@@ -356,4 +358,55 @@ func TestLeaderLossHandsRefreshToTheOtherReplica(t *testing.T) {
 	if err := pull(ns, stack.Image, []string{secret}); err != nil {
 		t.Errorf("pull with the Secret refreshed by replica B: %v", err)
 	}
+}
+
+func TestTokenPlantedInATenantSecretIsNeverSeededAfterARestart(t *testing.T) {
+	// A tenant who may edit Secrets in its own opted-in namespace plants a
+	// managed pull Secret with a bogus token and a far-future expiry while
+	// the webhook is down (so the refresher cannot overwrite it first).
+	host := stack.Emu.Registry.Host()
+	tenant := optedIn(t)
+	stack.StopWebhook()
+	t.Cleanup(func() {
+		if stack.Webhook == nil {
+			restartWebhook(t, harness.PodIdentity)
+		}
+	})
+	const planted = "planted-token"
+	data, err := pullsecret.DockerConfigJSON([]string{host}, "attacker", credentials.NewToken(planted))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	plant := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "artifactory-pull", Namespace: tenant,
+			Labels: map[string]string{pullsecret.ManagedByLabel: pullsecret.ManagedByValue},
+			Annotations: map[string]string{
+				pullsecret.AnnotationInstance:  "main",
+				pullsecret.AnnotationIdentity:  credentials.WebhookIdentity,
+				pullsecret.AnnotationHosts:     host,
+				pullsecret.AnnotationIssuedAt:  now.Format(time.RFC3339),
+				pullsecret.AnnotationExpiresAt: now.Add(10 * 365 * 24 * time.Hour).Format(time.RFC3339),
+			}},
+		Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: data},
+	}
+	if err := stack.Cluster.Client.Create(context.Background(), plant); err != nil {
+		t.Fatal(err)
+	}
+	restartWebhook(t, harness.PodIdentity)
+
+	fresh := optedIn(t)
+	patchedPod(t, fresh, "app", "artifactory-pull")
+	s, _ := getSecret(t, fresh, "artifactory-pull")
+	if token(t, s) == planted {
+		t.Fatal("the planted token was seeded and copied into another namespace")
+	}
+	if err := pull(fresh, stack.Image, []string{"artifactory-pull"}); err != nil {
+		t.Errorf("pull with the Secret written after the restart: %v", err)
+	}
+	eventually(t, 15*time.Second, "the refresher to replace the planted token in the tenant's namespace", func() bool {
+		s, ok := getSecret(t, tenant, "artifactory-pull")
+		return ok && token(t, s) != planted && token(t, s) != ""
+	})
 }

@@ -7,8 +7,16 @@
 // hosts, and never touches a Secret it does not manage. Secrets are read
 // from an informer cache that holds only managed Secrets; writes go to the
 // API server. A fresh Secret costs no API call and no token lookup; a dry
-// run writes nothing and mints nothing. Seed turns the valid Secrets found at
-// start back into cached tokens, so a restart causes no exchange.
+// run writes nothing and mints nothing. Writes of one Secret are coalesced
+// (concurrent callers share one; the Store trusts its own recent write over
+// a cache that lags), so a Secret is written once per rotation. The cache
+// holds Secrets reduced by SecretTransform (metadata and a data digest, no
+// token).
+//
+// The Checkpoint keeps every minted token in one Secret in the webhook's own
+// namespace and seeds the token cache from it at start, so a restart causes
+// no exchange. Managed Secrets are never read back as tokens: tenants can
+// write them.
 //
 // After admission, the Refresher (a controller run by the elected leader)
 // keeps those Secrets valid: it rewrites each one just after its token's

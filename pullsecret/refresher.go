@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -85,7 +86,7 @@ type RefresherOptions struct {
 //   - self-healing: a managed Secret that is deleted, or whose data is
 //     edited, is rewritten at once. The cache holds only managed Secrets, so
 //     a deleted one leaves nothing behind: the refresher remembers which
-//     (namespace, Secret) pairs it has seen and restores those;
+//     (namespace, Secret) pairs it saw deleted and restores those;
 //   - opt-out: when a namespace loses the opt-in label its managed Secrets
 //     are deleted (unless cleanup is off) and forgotten.
 //
@@ -146,7 +147,10 @@ func (r *Refresher) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, r.secretEvents()).
 		Watches(namespaceObject(), handler.EnqueueRequestsFromMapFunc(r.secretsOf),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		// Every managed Secret waits in the queue for its next refresh
+		// point: the classic delaying queue holds such an item in about a
+		// third of the priority queue's memory.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4, UsePriorityQueue: ptr.To(false)}).
 		Complete(r)
 }
 
@@ -160,6 +164,7 @@ func (r *Refresher) secretEvents() handler.EventHandler {
 		key := client.ObjectKeyFromObject(obj)
 		if deleted {
 			r.remember(key, true)
+			r.store.forgetWrite(key) // so that Sync recreates it at once
 		}
 		q.Add(reconcile.Request{NamespacedName: key})
 	}
@@ -242,9 +247,10 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if present {
-		r.remember(req.NamespacedName, true)
-	} else if !r.remembered(req.NamespacedName) {
+	// A present Secret is in the cache; a deleted one was remembered by its
+	// delete event. Remembering only those keeps memory flat in the number
+	// of namespaces.
+	if !present && !r.remembered(req.NamespacedName) {
 		return reconcile.Result{}, nil // never ours here: admission creates it when a pod needs it
 	}
 	res, err := r.store.Sync(ctx, req.Namespace, inst)

@@ -2,12 +2,13 @@ package pullsecret
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,7 +24,6 @@ import (
 // TokenSource is the token cache (credentials.Cache satisfies it).
 type TokenSource interface {
 	Get(ctx context.Context, key credentials.Key) (credentials.Credential, error)
-	Seed(key credentials.Key, cred credentials.Credential) bool
 }
 
 // Options configures a Store.
@@ -45,7 +45,19 @@ type Options struct {
 	Log              logr.Logger
 }
 
+// recentWrite bounds how long the Store trusts its own record of a write
+// over a cache that has not shown it yet. The informer normally lags by
+// milliseconds; the bound keeps a Secret deleted in that window from being
+// trusted for long.
+const recentWrite = 15 * time.Second
+
 // Store keeps one managed pull Secret per (namespace, instance) usable.
+//
+// Writes of one Secret are coalesced: concurrent callers share one write
+// (singleflight), and until the informer cache shows a write, callers that
+// would write the same content again trust the Store's record of it
+// instead of the stale cache. So a burst of admissions in a namespace, or
+// admissions racing the refresher, write each Secret once per rotation.
 type Store struct {
 	reader    client.Reader
 	writer    client.Client
@@ -55,6 +67,19 @@ type Store struct {
 	now       func() time.Time
 	metrics   *metrics.Metrics
 	log       logr.Logger
+
+	flights   singleflight.Group // by Secret
+	mu        sync.Mutex
+	written   map[types.NamespacedName]writeRecord
+	lastSweep time.Time
+	digests   map[string]contentDigest // by instance
+}
+
+// writeRecord is what the Store last wrote to a Secret, until the cache
+// shows it: the annotations that identify the content and its data digest.
+type writeRecord struct {
+	expiresAt, hosts, digest string
+	at                       time.Time
 }
 
 // NewStore builds a Store, filling defaults for the optional fields.
@@ -68,6 +93,8 @@ func NewStore(o Options) *Store {
 		now:       o.Now,
 		metrics:   o.Metrics,
 		log:       o.Log,
+		written:   map[types.NamespacedName]writeRecord{},
+		digests:   map[string]contentDigest{},
 	}
 	if s.identity == "" {
 		s.identity = credentials.WebhookIdentity
@@ -136,11 +163,7 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
 	}
 	stale := func(cur *corev1.Secret) bool { return !s.fresh(cur, inst) }
-	if cached == nil {
-		res.Action, err = s.create(ctx, desired, stale)
-	} else {
-		res.Action, err = s.update(ctx, key, cached, desired, stale)
-	}
+	res.Action, err = s.write(ctx, key, cached != nil, desired, stale)
 	if err != nil {
 		return res, fmt.Errorf("writing pull secret %s for instance %q: %w", key, inst.Name, err)
 	}
@@ -151,7 +174,9 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	return res, nil
 }
 
-// cached returns the Secret from the cache, or nil when there is none.
+// cached returns the Secret from the cache, or nil when there is none. A
+// cached Secret is reduced (see SecretTransform): read it, never write it.
+// Once the cache shows the Store's last write, its record is dropped.
 func (s *Store) cached(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
 	var sec corev1.Secret
 	if err := s.reader.Get(ctx, key, &sec); err != nil {
@@ -160,7 +185,87 @@ func (s *Store) cached(ctx context.Context, key types.NamespacedName) (*corev1.S
 		}
 		return nil, err
 	}
+	s.mu.Lock()
+	if rec, ok := s.written[key]; ok && sec.Annotations[AnnotationExpiresAt] == rec.expiresAt {
+		delete(s.written, key)
+	}
+	s.mu.Unlock()
 	return &sec, nil
+}
+
+// write creates (exists false) or updates the Secret at key with desired's
+// content unless stale says the current object needs no write. Concurrent
+// callers for one Secret share one write; a caller that only joined it, or
+// that would rewrite what the Store wrote moments ago, gets ActionReused.
+func (s *Store) write(ctx context.Context, key types.NamespacedName, exists bool, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
+	if s.recentlyWrote(key, desired) {
+		return ActionReused, nil
+	}
+	ran := false // set only in the caller whose function the flight runs
+	v, err, _ := s.flights.Do(key.String(), func() (any, error) {
+		ran = true
+		// A flight that ended between the check above and now wrote it.
+		if s.recentlyWrote(key, desired) {
+			return ActionReused, nil
+		}
+		var action Action
+		var err error
+		if exists {
+			action, err = s.update(ctx, key, desired, stale)
+		} else {
+			action, err = s.create(ctx, desired, stale)
+		}
+		if err == nil && action != ActionReused {
+			s.rememberWrite(key, desired)
+		}
+		return action, err
+	})
+	if err != nil {
+		return "", err
+	}
+	if !ran {
+		return ActionReused, nil
+	}
+	return v.(Action), nil
+}
+
+// recentlyWrote reports whether the Store wrote desired's content to key
+// within recentWrite and the cache has not shown that write yet.
+func (s *Store) recentlyWrote(key types.NamespacedName, desired *corev1.Secret) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.written[key]
+	return ok && s.now().Sub(rec.at) < recentWrite && rec == recordOf(desired, rec.at)
+}
+
+// rememberWrite records a successful write of desired to key, and drops
+// records older than recentWrite (whose Secrets saw no admission since).
+func (s *Store) rememberWrite(key types.NamespacedName, desired *corev1.Secret) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if now.Sub(s.lastSweep) >= recentWrite {
+		for k, rec := range s.written {
+			if now.Sub(rec.at) >= recentWrite {
+				delete(s.written, k)
+			}
+		}
+		s.lastSweep = now
+	}
+	s.written[key] = recordOf(desired, now)
+}
+
+// forgetWrite drops the record of the Store's last write to key: the
+// Secret was deleted, so what was written is gone.
+func (s *Store) forgetWrite(key types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.written, key)
+}
+
+func recordOf(sec *corev1.Secret, at time.Time) writeRecord {
+	return writeRecord{expiresAt: sec.Annotations[AnnotationExpiresAt], hosts: sec.Annotations[AnnotationHosts],
+		digest: DataDigest(sec.Data), at: at}
 }
 
 // create writes a new Secret. AlreadyExists means the cache lagged behind
@@ -174,32 +279,32 @@ func (s *Store) create(ctx context.Context, desired *corev1.Secret, stale func(*
 	if !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("creating: %w", err)
 	}
-	return s.update(ctx, client.ObjectKeyFromObject(desired), nil, desired, stale)
+	return s.update(ctx, client.ObjectKeyFromObject(desired), desired, stale)
 }
 
 // update rewrites the managed Secret at key with desired's content unless
-// stale says the current object needs no write. cur is the last known
-// object (nil: read it from the API server); its resourceVersion guards the
-// write, and every conflict re-reads the object, which may by then be fresh
-// from another writer.
-func (s *Store) update(ctx context.Context, key types.NamespacedName, cur, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
+// stale says the current object needs no write. The object is read from
+// the API server, never taken from the cache: a cached Secret lacks its
+// data and every label and annotation the webhook does not own, which an
+// update would erase. Its resourceVersion guards the write; every conflict
+// re-reads the object, which may by then be fresh from another writer.
+func (s *Store) update(ctx context.Context, key types.NamespacedName, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
 	action := ActionUpdated
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if cur == nil {
-			cur = &corev1.Secret{}
-			if err := s.writer.Get(ctx, key, cur); err != nil {
-				return fmt.Errorf("reading from the API server: %w", err)
-			}
+		next := &corev1.Secret{}
+		if err := s.writer.Get(ctx, key, next); err != nil {
+			return fmt.Errorf("reading from the API server: %w", err)
 		}
-		if !isManaged(cur) {
+		// The digest annotation belongs to the cache: one found on the
+		// server was set by hand and is neither trusted nor kept.
+		delete(next.Annotations, AnnotationDataSHA256)
+		if !isManaged(next) {
 			return ErrForeignSecret
 		}
-		if !stale(cur) {
+		if !stale(next) {
 			action = ActionReused
 			return nil
 		}
-		next := cur
-		cur = nil // a retry must see the server's current object
 		if next.Annotations == nil {
 			next.Annotations = map[string]string{}
 		}
@@ -246,7 +351,7 @@ func (s *Store) build(namespace string, inst config.Instance, cred credentials.C
 // this store's identity; ok is false for any other Secret.
 func (s *Store) lifetime(sec *corev1.Secret, inst config.Instance) (issued, expires time.Time, ok bool) {
 	a := sec.Annotations
-	if !isManaged(sec) || sec.Type != corev1.SecretTypeDockerConfigJson || len(sec.Data[corev1.DockerConfigJsonKey]) == 0 ||
+	if !isManaged(sec) || sec.Type != corev1.SecretTypeDockerConfigJson || dataDigest(sec) == "" ||
 		a[AnnotationInstance] != inst.Name || a[AnnotationIdentity] != s.identity ||
 		a[AnnotationHosts] != hostsValue(inst.RegistryHosts) {
 		return time.Time{}, time.Time{}, false
@@ -272,61 +377,6 @@ func (s *Store) fresh(sec *corev1.Secret, inst config.Instance) bool {
 func (s *Store) valid(sec *corev1.Secret, inst config.Instance) bool {
 	_, expires, ok := s.lifetime(sec, inst)
 	return ok && s.now().Before(expires)
-}
-
-// Seed feeds the token source from managed Secrets whose token is still
-// valid, so a restarted webhook makes no new exchange while they are. Call
-// it once the cache has synced. Per key, the longest-lived token wins.
-func (s *Store) Seed(ctx context.Context) error {
-	var list corev1.SecretList
-	if err := s.reader.List(ctx, &list, client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
-		return fmt.Errorf("listing managed pull secrets: %w", err)
-	}
-	best := map[credentials.Key]credentials.Credential{}
-	now := s.now()
-	for i := range list.Items {
-		sec := &list.Items[i]
-		key, cred, err := credentialOf(sec)
-		if err != nil {
-			s.log.Info("skipping unreadable managed pull secret", "namespace", sec.Namespace,
-				"secret", sec.Name, "error", err.Error())
-			continue
-		}
-		if !now.Before(cred.Expiry) {
-			continue
-		}
-		if old, ok := best[key]; !ok || cred.Expiry.After(old.Expiry) {
-			best[key] = cred
-		}
-	}
-	for key, cred := range best {
-		seeded := s.tokens.Seed(key, cred)
-		s.log.V(1).Info("seeded token cache from pull secret", "instance", key.Instance,
-			"identity", key.Identity, "expiresAt", formatTime(cred.Expiry), "seeded", seeded)
-	}
-	return nil
-}
-
-// credentialOf reads the token a managed Secret carries, with its key.
-func credentialOf(sec *corev1.Secret) (credentials.Key, credentials.Credential, error) {
-	a := sec.Annotations
-	key := credentials.Key{Instance: a[AnnotationInstance], Identity: a[AnnotationIdentity]}
-	if key.Instance == "" || key.Identity == "" {
-		return key, credentials.Credential{}, errors.New("missing instance or identity annotation")
-	}
-	issued, expires, err := parseLifetime(a)
-	if err != nil {
-		return key, credentials.Credential{}, err
-	}
-	host, _, _ := strings.Cut(a[AnnotationHosts], ",")
-	if host == "" {
-		return key, credentials.Credential{}, errors.New("missing hosts annotation")
-	}
-	user, token, err := ParseDockerConfigJSON(sec.Data[corev1.DockerConfigJsonKey], host)
-	if err != nil {
-		return key, credentials.Credential{}, err
-	}
-	return key, credentials.Credential{Username: user, Token: token, IssuedAt: issued, Expiry: expires}, nil
 }
 
 func parseLifetime(a map[string]string) (issued, expires time.Time, err error) {

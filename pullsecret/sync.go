@@ -1,10 +1,8 @@
 package pullsecret
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +52,10 @@ func (s *Store) Sync(ctx context.Context, namespace string, inst config.Instance
 	}
 	res.ExpiresAt = cred.Expiry
 	res.RefreshAt = cred.Expiry.Add(-time.Duration(s.threshold * float64(cred.Lifetime())))
+	if cur != nil && s.carries(cur, inst, cred) {
+		res.Action = ActionReused // the common case, e.g. every Secret when a leader starts: nothing built
+		return res, nil
+	}
 	desired, err := s.build(namespace, inst, cred)
 	if err != nil {
 		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
@@ -62,15 +64,18 @@ func (s *Store) Sync(ctx context.Context, namespace string, inst config.Instance
 	switch {
 	case cur == nil:
 		res.Restored = true
-		res.Action, err = s.create(ctx, desired, stale)
+		res.Action, err = s.write(ctx, key, false, desired, stale)
 	case !stale(cur):
 		res.Action = ActionReused
 	default:
-		res.Restored = edited(cur, cred)
-		res.Action, err = s.update(ctx, key, cur, desired, stale)
+		res.Restored = edited(cur, desired)
+		res.Action, err = s.write(ctx, key, true, desired, stale)
 	}
 	if err != nil {
 		return res, fmt.Errorf("writing pull secret %s for instance %q: %w", key, inst.Name, err)
+	}
+	if res.Action == ActionReused {
+		res.Restored = false // written meanwhile by a concurrent caller
 	}
 	return res, nil
 }
@@ -101,10 +106,55 @@ func (s *Store) Delete(ctx context.Context, namespace string, inst config.Instan
 	return true, nil
 }
 
+// carries reports whether cur already holds exactly what Sync would write
+// for inst and cred, like sameContent but without building the Secret: its
+// data digest is computed once per credential, not once per namespace.
+func (s *Store) carries(cur *corev1.Secret, inst config.Instance, cred credentials.Credential) bool {
+	a := cur.Annotations
+	if cur.Type != corev1.SecretTypeDockerConfigJson || !isManaged(cur) || a[AnnotationInstance] != inst.Name ||
+		a[AnnotationIdentity] != s.identity || a[AnnotationHosts] != hostsValue(inst.RegistryHosts) ||
+		a[AnnotationIssuedAt] != formatTime(cred.IssuedAt) || a[AnnotationExpiresAt] != formatTime(cred.Expiry) {
+		return false
+	}
+	want, err := s.digestFor(inst, cred)
+	return err == nil && dataDigest(cur) == want
+}
+
+// digestFor is the data digest of the Secret for inst and cred, memoized
+// per instance for its current credential and hosts.
+func (s *Store) digestFor(inst config.Instance, cred credentials.Credential) (string, error) {
+	hosts := hostsValue(inst.RegistryHosts)
+	s.mu.Lock()
+	d, ok := s.digests[inst.Name]
+	s.mu.Unlock()
+	if ok && d.hosts == hosts && d.cred.Username == cred.Username && d.cred.Token.Reveal() == cred.Token.Reveal() &&
+		d.cred.IssuedAt.Equal(cred.IssuedAt) && d.cred.Expiry.Equal(cred.Expiry) {
+		return d.digest, nil
+	}
+	data, err := DockerConfigJSON(inst.RegistryHosts, cred.Username, cred.Token)
+	if err != nil {
+		return "", err
+	}
+	d = contentDigest{cred: cred, hosts: hosts, digest: DataDigest(map[string][]byte{corev1.DockerConfigJsonKey: data})}
+	s.mu.Lock()
+	s.digests[inst.Name] = d
+	s.mu.Unlock()
+	return d.digest, nil
+}
+
+// contentDigest is the data digest of the Secret for one credential and
+// host list.
+type contentDigest struct {
+	cred   credentials.Credential
+	hosts  string
+	digest string
+}
+
 // sameContent reports whether cur already is desired as far as the webhook
-// cares: type, label, its annotations and exactly the one data key.
+// cares: type, label, its annotations and exactly the one data key, whose
+// content is compared by digest (a cached Secret carries only that).
 func sameContent(cur, desired *corev1.Secret) bool {
-	if cur.Type != desired.Type || !isManaged(cur) || len(cur.Data) != len(desired.Data) || len(cur.StringData) > 0 {
+	if cur.Type != desired.Type || !isManaged(cur) {
 		return false
 	}
 	for k, v := range desired.Annotations {
@@ -112,25 +162,23 @@ func sameContent(cur, desired *corev1.Secret) bool {
 			return false
 		}
 	}
-	for k, v := range desired.Data {
-		if !bytes.Equal(cur.Data[k], v) {
-			return false
-		}
-	}
-	return true
+	return dataDigest(cur) == DataDigest(desired.Data)
 }
 
 // edited tells a repair from a routine refresh: a Secret is edited when its
-// data is not what its own annotations describe, or when it claims the
-// current token's lifetime but carries another token.
-func edited(cur *corev1.Secret, cred credentials.Credential) bool {
-	_, held, err := credentialOf(cur)
-	if err != nil {
+// data or annotations are unusable, or when it claims the lifetime of the
+// token it should carry but its data differs. (The cache keeps only a
+// digest, so an edited Secret that still names an older token is rewritten
+// as a refresh.)
+func edited(cur, desired *corev1.Secret) bool {
+	a := cur.Annotations
+	if dataDigest(cur) == "" || a[AnnotationInstance] == "" || a[AnnotationIdentity] == "" || a[AnnotationHosts] == "" {
 		return true
 	}
-	want, err := DockerConfigJSON(strings.Split(cur.Annotations[AnnotationHosts], ","), held.Username, held.Token)
-	if err != nil || len(cur.Data) != 1 || !bytes.Equal(want, cur.Data[corev1.DockerConfigJsonKey]) {
+	if _, _, err := parseLifetime(a); err != nil {
 		return true
 	}
-	return formatTime(held.Expiry) == formatTime(cred.Expiry) && held.Token.Reveal() != cred.Token.Reveal()
+	return a[AnnotationIssuedAt] == desired.Annotations[AnnotationIssuedAt] &&
+		a[AnnotationExpiresAt] == desired.Annotations[AnnotationExpiresAt] &&
+		dataDigest(cur) != DataDigest(desired.Data)
 }

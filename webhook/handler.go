@@ -334,15 +334,16 @@ func (h *Handler) ensure(ctx context.Context, pos, i int, namespace string, dryR
 	return r
 }
 
-// recordFailure records a Warning Event on the namespace, where its owners
-// look when pods fail to pull.
+// recordFailure records a Warning Event on the namespace, stored in that
+// namespace (a cluster-scoped regarding object would put it in "default"),
+// where its owners look when pods fail to pull.
 func (h *Handler) recordFailure(ns *metav1.PartialObjectMetadata, instance string, err error) {
 	if h.recorder == nil {
 		return
 	}
 	regarding := &corev1.Namespace{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
-		ObjectMeta: metav1.ObjectMeta{Name: ns.Name, UID: ns.UID},
+		ObjectMeta: metav1.ObjectMeta{Name: ns.Name, Namespace: ns.Name, UID: ns.UID},
 	}
 	h.recorder.Eventf(regarding, nil, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventAction,
 		"pods admitted without the pull secret of instance %s: %v", instance, err)

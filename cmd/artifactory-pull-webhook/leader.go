@@ -32,8 +32,8 @@ func (l *leaderFlags) bind(fs *flag.FlagSet) {
 	l.namespaceFile = inClusterNamespaceFile
 	fs.BoolVar(&l.enabled, "leader-elect", true, "Elect one replica (Lease) to refresh, restore and clean up pull Secrets. "+
 		"With false every replica does it: only for a single replica.")
-	fs.StringVar(&l.namespace, "leader-election-namespace", "", "Namespace of the leader election Lease "+
-		"(default: $POD_NAMESPACE, else the pod's own namespace when running in a cluster).")
+	fs.StringVar(&l.namespace, "leader-election-namespace", "", "The webhook's own namespace, where the leader election "+
+		"Lease and the token checkpoint live (default: $POD_NAMESPACE, else the pod's own namespace when running in a cluster).")
 	fs.StringVar(&l.id, "leader-election-id", name, "Name of the leader election Lease.")
 	fs.DurationVar(&l.leaseDuration, "leader-election-lease-duration", 15*time.Second,
 		"How long followers wait after the leader's last renewal before taking over.")

@@ -10,13 +10,11 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -41,6 +39,7 @@ type flags struct {
 	metricsAddr string
 	healthAddr  string
 	certDir     string
+	checkpoint  string
 	leader      leaderFlags
 	certs       certFlags
 }
@@ -52,6 +51,8 @@ func main() {
 	flag.StringVar(&f.metricsAddr, "metrics-addr", ":8080", "Address of the Prometheus /metrics endpoint (\"0\" disables it).")
 	flag.StringVar(&f.healthAddr, "health-addr", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.StringVar(&f.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding tls.crt and tls.key; reloaded when they change.")
+	flag.StringVar(&f.checkpoint, "token-checkpoint-secret", pullsecret.DefaultCheckpointSecret, "Secret in the webhook's own "+
+		"namespace (as for --leader-election-namespace) where minted tokens are kept so that a restart need not exchange again.")
 	f.leader.bind(flag.CommandLine)
 	f.certs.bind(flag.CommandLine)
 	zapOpts := zap.Options{}
@@ -84,7 +85,14 @@ func run(ctx context.Context, f flags) error {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
 	}
+	// The webhook's own namespace: the Lease, the token checkpoint and the
+	// self-managed certificate live there.
+	f.leader.resolveNamespace()
 	refresh, err := planRefresh(cfg, &f.leader)
+	if err != nil {
+		return err
+	}
+	cacheOpts, err := cacheOptions(cfg)
 	if err != nil {
 		return err
 	}
@@ -107,7 +115,7 @@ func run(ctx context.Context, f flags) error {
 			CertDir: f.certDir,
 			TLSOpts: tlsOpts,
 		}),
-		Cache: cacheOptions(),
+		Cache: cacheOpts,
 	}
 	if refresh.elected {
 		f.leader.apply(&opts)
@@ -131,8 +139,20 @@ func run(ctx context.Context, f flags) error {
 		return fmt.Errorf("creating API client: %w", err)
 	}
 
+	checkpoint, err := newCheckpoint(direct, f.leader.namespace, f.checkpoint)
+	if err != nil {
+		return err
+	}
+	if checkpoint != nil {
+		if err := mgr.Add(checkpoint); err != nil {
+			return err
+		}
+	} else {
+		log.Info("token checkpoint disabled: the webhook's namespace is unknown (running outside a cluster); pass " +
+			"--leader-election-namespace or set POD_NAMESPACE. A restart exchanges new tokens.")
+	}
 	m := metrics.New(crmetrics.Registry)
-	tokens, err := newTokenCache(ctx, cfg, m)
+	tokens, err := newTokenCache(ctx, cfg, m, checkpoint)
 	if err != nil {
 		return err
 	}
@@ -157,11 +177,13 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	mgr.GetWebhookServer().Register("/mutate", &admission.Webhook{Handler: handler})
+	// Deadlines: a client trickling its review cannot hold a connection.
+	mgr.GetWebhookServer().Register("/mutate", withDeadlines(&admission.Webhook{Handler: handler},
+		10*time.Second, cfg.RequestTimeout.Duration+5*time.Second))
 
-	// Warm the caches and seed the token cache from valid managed Secrets
-	// before reporting ready, so a restart makes no new exchange.
-	warm := &warmup{mgr: mgr, store: store, done: make(chan struct{})}
+	// Warm the caches and seed the token cache from the checkpoint before
+	// reporting ready, so a restart makes no new exchange.
+	warm := &warmup{mgr: mgr, checkpoint: checkpoint, tokens: tokens, done: make(chan struct{})}
 	if err := mgr.Add(warm); err != nil {
 		return err
 	}
@@ -201,21 +223,19 @@ func run(ctx context.Context, f flags) error {
 	return mgr.Start(ctx)
 }
 
-// cacheOptions keeps the informer caches to what the webhook uses: managed
-// Secrets only (never every Secret of the cluster), and Namespaces as
-// metadata only (the handler reads them as PartialObjectMetadata), both
-// without managedFields.
-func cacheOptions() cache.Options {
-	managed := labels.SelectorFromSet(labels.Set{pullsecret.ManagedByLabel: pullsecret.ManagedByValue})
-	return cache.Options{
-		DefaultTransform: cache.TransformStripManagedFields(),
-		ByObject:         map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: managed}},
+// newCheckpoint returns the token checkpoint in namespace, or nil when the
+// namespace is unknown.
+func newCheckpoint(c client.Client, namespace, name string) (*pullsecret.Checkpoint, error) {
+	if namespace == "" {
+		return nil, nil
 	}
+	return pullsecret.NewCheckpoint(pullsecret.CheckpointOptions{Client: c, Namespace: namespace, Name: name,
+		Log: ctrl.Log.WithName("checkpoint")})
 }
 
 // newTokenCache builds one signed exchange per configured instance behind a
-// shared cache.
-func newTokenCache(ctx context.Context, cfg *config.Config, m *metrics.Metrics) (*credentials.Cache, error) {
+// shared cache, whose mints go to checkpoint (when not nil).
+func newTokenCache(ctx context.Context, cfg *config.Config, m *metrics.Metrics, checkpoint *pullsecret.Checkpoint) (*credentials.Cache, error) {
 	aws, err := credentials.AWSCredentials(ctx, credentials.AWSOptions{
 		AuthType:    credentials.AuthType(cfg.AWS.AuthType),
 		Region:      cfg.AWS.Region,
@@ -252,12 +272,16 @@ func newTokenCache(ctx context.Context, cfg *config.Config, m *metrics.Metrics) 
 		}
 		return ex.Exchange(ctx)
 	}
-	return credentials.NewCache(mint, credentials.CacheOptions{
+	o := credentials.CacheOptions{
 		RefreshThreshold: cfg.RefreshThreshold,
 		Metrics:          m,
 		MintTimeout:      cfg.RequestTimeout.Duration,
 		Backoff:          credentials.Backoff{Cap: cfg.BackoffCap.Duration},
-	}), nil
+	}
+	if checkpoint != nil {
+		o.OnMint = checkpoint.Record
+	}
+	return credentials.NewCache(mint, o), nil
 }
 
 func splitHostPort(addr string) (string, int, error) {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -14,19 +13,19 @@ import (
 )
 
 // warmup starts the Namespace and Secret informers, waits for them to sync
-// and seeds the token cache from the managed Secrets. Every replica runs it
-// (no leader election): each serves admissions from its own caches.
+// and seeds the token cache from the checkpoint (never from the managed
+// Secrets, which tenants can write). Every replica runs it (no leader
+// election): each serves admissions from its own caches.
 type warmup struct {
-	mgr   manager.Manager
-	store *pullsecret.Store
-	done  chan struct{}
+	mgr        manager.Manager
+	checkpoint *pullsecret.Checkpoint // nil: nothing to seed from
+	tokens     pullsecret.Seeder
+	done       chan struct{}
 }
 
 func (w *warmup) Start(ctx context.Context) error {
 	c := w.mgr.GetCache()
-	namespaces := &metav1.PartialObjectMetadata{}
-	namespaces.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	for _, obj := range []client.Object{namespaces, &corev1.Secret{}} {
+	for _, obj := range []client.Object{namespaceObject(), &corev1.Secret{}} {
 		if _, err := c.GetInformer(ctx, obj); err != nil {
 			return err
 		}
@@ -34,9 +33,11 @@ func (w *warmup) Start(ctx context.Context) error {
 	if !c.WaitForCacheSync(ctx) {
 		return errors.New("caches did not sync")
 	}
-	if err := w.store.Seed(ctx); err != nil {
-		// Not fatal: without seeding the first admissions mint new tokens.
-		w.mgr.GetLogger().Error(err, "seeding the token cache from managed Secrets")
+	if w.checkpoint != nil {
+		if err := w.checkpoint.Seed(ctx, w.tokens); err != nil {
+			// Not fatal: without seeding the first admissions mint new tokens.
+			w.mgr.GetLogger().Error(err, "seeding the token cache from the checkpoint")
+		}
 	}
 	close(w.done)
 	<-ctx.Done()

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/certs"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
@@ -175,6 +176,25 @@ func TestChartServiceAccountCanMakeEveryCallOfTheWebhookAndReadNoOtherSecret(t *
 		&coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere"}}, metav1.CreateOptions{})
 	forbidden("create a lease in another namespace", err)
 
+	// Token checkpoint: one Secret in the webhook's own namespace, by name
+	// (the webhook may already have created it).
+	checkpoints := cs.CoreV1().Secrets(harness.WebhookNamespace)
+	_, err = checkpoints.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: pullsecret.DefaultCheckpointSecret,
+		Labels: map[string]string{pullsecret.CheckpointLabel: "true"}}}, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		must("create the token checkpoint", err)
+	}
+	cp, err := checkpoints.Get(ctx, pullsecret.DefaultCheckpointSecret, metav1.GetOptions{})
+	must("get the token checkpoint", err)
+	if err == nil {
+		_, err = checkpoints.Update(ctx, cp, metav1.UpdateOptions{})
+		must("update the token checkpoint", err)
+	}
+	_, err = checkpoints.Patch(ctx, pullsecret.DefaultCheckpointSecret, types.MergePatchType, []byte(`{"metadata":{"labels":{"p":"1"}}}`), metav1.PatchOptions{})
+	must("patch the token checkpoint", err)
+	_, err = cs.CoreV1().Secrets(ns).Get(ctx, pullsecret.DefaultCheckpointSecret, metav1.GetOptions{})
+	forbidden("get a Secret of the checkpoint's name in another namespace", err)
+
 	// Self-managed certificates: the shared Secret and the CA injection,
 	// done by the certs package itself with the ServiceAccount's rights.
 	sa, err := client.New(asServiceAccount(), client.Options{Scheme: stack.Cluster.Scheme})
@@ -260,6 +280,18 @@ func TestWebhookWorksEndToEndWithOnlyTheChartsRBAC(t *testing.T) {
 	}
 	if err := stack.Cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "artifactory-pull"}, &corev1.Secret{}); err != nil {
 		t.Fatalf("pull Secret not written: %v", err)
+	}
+	// The minted token is checkpointed in the webhook's namespace.
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		cp := &corev1.Secret{}
+		err := stack.Cluster.Client.Get(ctx, client.ObjectKey{Namespace: harness.WebhookNamespace, Name: pullsecret.DefaultCheckpointSecret}, cp)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return len(cp.Data["main."+credentials.WebhookIdentity]) > 0, err
+	})
+	if err != nil {
+		t.Fatalf("the token checkpoint was not written as the ServiceAccount: %v\n%s", err, stack.Webhook.Logs())
 	}
 	// A failed exchange records an Event on the namespace.
 	stack.Emu.Artifactory.SetStatus(401, `{"errors":[{"status":401,"message":"no user is mapped"}]}`)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -181,9 +182,24 @@ func (s *Stack) StartWebhook(ctx context.Context, id Identity, adjust ...func(*W
 	return err
 }
 
+// LeaderArgs run the webhook elected in its namespace, as in production,
+// with a lease short enough for 20-second test tokens (the benchmark's: a
+// refresh window of 10 s must exceed the lease plus requestTimeout, 5 s).
+// The renew deadline is as long as that allows, with frequent retries: a
+// leader that cannot renew in time (a starved API server) loses the lease
+// and the process exits, as controller-runtime managers do.
+var LeaderArgs = []string{
+	"--leader-election-namespace=" + WebhookNamespace,
+	"--leader-election-lease-duration=4500ms",
+	"--leader-election-renew-deadline=4s",
+	"--leader-election-retry-period=500ms",
+}
+
 // WebhookOptions are the options StartWebhook uses for identity id: the
 // stack's binary, config, kubeconfig, certificates and the address the API
-// server calls. Tests that run further webhook processes (a second replica)
+// server calls, and the webhook's namespace as in production: it holds the
+// leader election Lease (so the refresher runs, elected) and the token
+// checkpoint. Tests that run further webhook processes (a second replica)
 // start from these and change Addr and Dir.
 func (s *Stack) WebhookOptions(ctx context.Context, id Identity) (WebhookOptions, error) {
 	env, err := s.identityEnv(ctx, id)
@@ -193,6 +209,7 @@ func (s *Stack) WebhookOptions(ctx context.Context, id Identity) (WebhookOptions
 	return WebhookOptions{
 		Binary: s.binary, Dir: filepath.Join(s.Dir, "webhook"), Kubeconfig: s.Cluster.Kubeconfig,
 		Config: s.Config(id), Env: env, Addr: s.addr, Certs: s.certs, Stdout: s.logs,
+		Args: slices.Clone(LeaderArgs),
 	}, nil
 }
 

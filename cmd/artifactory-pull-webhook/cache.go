@@ -1,0 +1,77 @@
+package main
+
+import (
+	"unique"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
+)
+
+// cacheOptions keeps the informer caches to what the webhook reads, so that
+// memory grows little with the number of namespaces: managed Secrets only
+// (never every Secret of the cluster), reduced to their metadata and a
+// digest of their data (pullsecret.SecretTransform: no token is cached),
+// and Namespaces as metadata reduced to the opt-in label.
+//
+// Reads of both skip the deep copy: nothing mutates what it reads from the
+// cache (the Store updates an object read from the API server; shown by
+// pullsecret's TestStoreAndRefresherNeverMutateWhatTheyReadFromTheCache,
+// and the admission handler only reads a namespace's label), and every
+// admission and refresh saves copying the maps.
+func cacheOptions(cfg *config.Config) (cache.Options, error) {
+	key, value, err := config.SplitLabel(cfg.NamespaceLabel)
+	if err != nil {
+		return cache.Options{}, err
+	}
+	managed := labels.SelectorFromSet(labels.Set{pullsecret.ManagedByLabel: pullsecret.ManagedByValue})
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}:  {Label: managed, Transform: pullsecret.SecretTransform(), UnsafeDisableDeepCopy: ptr.To(true)},
+			namespaceObject(): {Transform: namespaceTransform(key, value), UnsafeDisableDeepCopy: ptr.To(true)},
+		},
+	}, nil
+}
+
+// namespaceTransform keeps of a Namespace what admission and the refresher
+// read: name, UID, resourceVersion, deletionTimestamp and the opt-in label
+// (key optInKey) only. The label set of opted-in namespaces is one map
+// shared by all of them: the cache never mutates it and readers get copies.
+func namespaceTransform(optInKey, optInValue string) toolscache.TransformFunc {
+	optedIn := map[string]string{optInKey: optInValue}
+	strip := cache.TransformStripManagedFields()
+	return func(obj any) (any, error) {
+		ns, ok := obj.(*metav1.PartialObjectMetadata)
+		if !ok {
+			return strip(obj)
+		}
+		out := &metav1.PartialObjectMetadata{
+			TypeMeta: metav1.TypeMeta{APIVersion: intern(ns.APIVersion), Kind: intern(ns.Kind)},
+			ObjectMeta: metav1.ObjectMeta{Name: ns.Name, UID: ns.UID, ResourceVersion: ns.ResourceVersion,
+				DeletionTimestamp: ns.DeletionTimestamp},
+		}
+		if v, ok := ns.Labels[optInKey]; ok {
+			out.Labels = optedIn
+			if v != optInValue {
+				out.Labels = map[string]string{optInKey: v}
+			}
+		}
+		return out, nil
+	}
+}
+
+func namespaceObject() *metav1.PartialObjectMetadata {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return ns
+}
+
+func intern(s string) string { return unique.Make(s).Value() }

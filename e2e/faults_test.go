@@ -190,13 +190,13 @@ func TestFaultMatrixFailsOpenExplainsAndRecoversWithoutRestart(t *testing.T) {
 			if d := metric(t, "artifactory_pull_admissions_total", map[string]string{"outcome": "failed_open"}) - openBefore; d != 1 {
 				t.Errorf("failed_open admissions grew by %v, want 1", d)
 			}
-			waitFor(t, 10*time.Second, "a TokenExchangeFailed Event naming the reason", func() bool {
+			eventually(t, 10*time.Second, "a TokenExchangeFailed Event naming the reason", func() bool {
 				return namespaceEventContains(t, ns, "TokenExchangeFailed", row.reason)
 			})
 
 			heal()
 			n := 0
-			waitFor(t, 20*time.Second, "a pod patched by the same process after the fault cleared", func() bool {
+			eventually(t, 20*time.Second, "a pod patched by the same process after the fault cleared", func() bool {
 				n++
 				got, _ := createPod(t, ns, pod(fmt.Sprintf("after-%d", n), image))
 				assertReferencedSecretsUsable(t, ns, got, host)
@@ -283,7 +283,7 @@ func TestSecretWriteForbiddenFailsOpenAndRecoversWhenRBACIsFixed(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := 0
-	waitFor(t, 20*time.Second, "a pod patched once secrets create is granted", func() bool {
+	eventually(t, 20*time.Second, "a pod patched once secrets create is granted", func() bool {
 		n++
 		got, _ := createPod(t, ns, pod(fmt.Sprintf("after-%d", n), image))
 		assertReferencedSecretsUsable(t, ns, got, host)
@@ -342,18 +342,6 @@ func namespaceEventContains(t *testing.T, ns, reason, substr string) bool {
 		}
 	}
 	return false
-}
-
-// waitFor polls cond every 100ms until it holds, failing after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // secretWriteFaults is a validating admission webhook of the test's own,
@@ -472,7 +460,7 @@ func startSecretWriteFaults(t *testing.T, secret string) *secretWriteFaults {
 	// The API server learns of the configuration from a watch: probe with
 	// dry-run writes of another name until it calls the webhook.
 	probeNS := faultyWritesNamespace(t)
-	waitFor(t, 10*time.Second, "the API server to call the Secret write fault webhook", func() bool {
+	eventually(t, 10*time.Second, "the API server to call the Secret write fault webhook", func() bool {
 		probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "probe", Namespace: probeNS}}
 		if err := c.Create(ctx, probe, client.DryRunAll); err != nil {
 			t.Fatalf("dry-run probe: %v", err)
@@ -586,13 +574,13 @@ func TestSecretWriteConflictsAndTimeoutsFailOpenAndRecoverWithoutRestart(t *test
 			if d := metric(t, "artifactory_pull_admissions_total", map[string]string{"outcome": "failed_open"}) - openBefore; d != 1 {
 				t.Errorf("failed_open admissions grew by %v, want 1", d)
 			}
-			waitFor(t, 10*time.Second, "a TokenExchangeFailed Event naming the reason", func() bool {
+			eventually(t, 10*time.Second, "a TokenExchangeFailed Event naming the reason", func() bool {
 				return namespaceEventContains(t, ns, "TokenExchangeFailed", row.reason)
 			})
 
 			faults.set("", 0, false)
 			n := 0
-			waitFor(t, 20*time.Second, "a pod patched by the same process after the fault cleared", func() bool {
+			eventually(t, 20*time.Second, "a pod patched by the same process after the fault cleared", func() bool {
 				n++
 				got, _ := createPod(t, ns, pod(fmt.Sprintf("after-%d", n), stack.Image))
 				assertReferencedSecretsUsable(t, ns, got, stack.Emu.Registry.Host())
@@ -642,7 +630,7 @@ func TestArtifactoryCapOnExpiresInSetsTheLifetimeTheWebhookRefreshesBy(t *testin
 	}
 
 	// No new pod: the refresher must replace the token by its real lifetime.
-	waitFor(t, 2*granted, "the refresher to replace the capped token", func() bool {
+	eventually(t, 2*granted, "the refresher to replace the capped token", func() bool {
 		s, ok := getSecret(t, nss[0], secret)
 		return ok && token(t, s) != firstToken
 	})

@@ -182,18 +182,11 @@ func (s *Stack) StartWebhook(ctx context.Context, id Identity, adjust ...func(*W
 	return err
 }
 
-// LeaderArgs run the webhook elected in its namespace, as in production,
-// with a lease short enough for 20-second test tokens (the benchmark's: a
-// refresh window of 10 s must exceed the lease plus requestTimeout, 5 s).
-// The renew deadline is as long as that allows, with frequent retries: a
-// leader that cannot renew in time (a starved API server) loses the lease
-// and the process exits, as controller-runtime managers do.
-var LeaderArgs = []string{
-	"--leader-election-namespace=" + WebhookNamespace,
-	"--leader-election-lease-duration=4500ms",
-	"--leader-election-renew-deadline=4s",
-	"--leader-election-retry-period=500ms",
-}
+// LeaderArgs run the webhook elected in its namespace with the production
+// lease timings, so the refresher and the token checkpoint are active in
+// every test. Tests that need fast failover or short-lived tokens pass
+// their own leader flags; the benchmark runs one replica without election.
+var LeaderArgs = []string{"--leader-election-namespace=" + WebhookNamespace}
 
 // WebhookOptions are the options StartWebhook uses for identity id: the
 // stack's binary, config, kubeconfig, certificates and the address the API

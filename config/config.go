@@ -19,8 +19,11 @@ import (
 
 // Defaults.
 const (
-	DefaultSecretName       = "artifactory-pull"
-	DefaultNamespaceLabel   = "artifactory-pull-webhook/inject=enabled"
+	DefaultSecretName     = "artifactory-pull"
+	DefaultNamespaceLabel = "artifactory-pull-webhook/inject=enabled"
+	// DefaultInstallation names the installation whose Secrets carry no
+	// installation annotation (those written before it existed).
+	DefaultInstallation     = "artifactory-pull-webhook"
 	DefaultPodOptOutLabel   = "artifactory-pull-webhook/inject=disabled"
 	DefaultTokenTTL         = 3 * time.Hour
 	DefaultRefreshThreshold = 0.25
@@ -34,9 +37,21 @@ const (
 type AuthType string
 
 const (
-	AuthAuto        AuthType = "auto"
+	// AuthAuto uses EKS Pod Identity when its variables are set, else IRSA,
+	// and fails at start when neither is: it never falls back to the node.
+	AuthAuto AuthType = "auto"
+	// AuthWebIdentity forces IRSA (AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE).
 	AuthWebIdentity AuthType = "webIdentity"
+	// AuthPodIdentity forces EKS Pod Identity
+	// (AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE).
 	AuthPodIdentity AuthType = "podIdentity"
+	// AuthDefault uses the AWS SDK's default credential chain (environment
+	// keys, shared profile, SSO, container endpoint, instance metadata).
+	// Warning: in a pod without IRSA or Pod Identity this is the node's
+	// instance role, reached through IMDS, and every opted-in namespace gets
+	// the Artifactory user mapped to that role. Use it for local runs, or
+	// only when the node role is meant to pull.
+	AuthDefault AuthType = "default"
 )
 
 // Config is the whole configuration file.
@@ -44,8 +59,14 @@ type Config struct {
 	// Instances are the Artifactory instances whose images get a pull secret.
 	Instances []Instance `json:"instances"`
 	AWS       AWS        `json:"aws"`
-	// NamespaceLabel is the key=value a namespace must carry to opt in.
+	// NamespaceLabel is the key=value a namespace must carry to opt in. The
+	// value must not be empty: an empty value reads like a missing label.
 	NamespaceLabel string `json:"namespaceLabel"`
+	// Installation names this installation of the webhook (the chart sets
+	// its release's full name). Its pull Secrets carry it, and it acts only
+	// on those: two installations in one cluster never rewrite or delete
+	// each other's Secrets. Default DefaultInstallation.
+	Installation string `json:"installation"`
 	// PodOptOutLabel is the key=value that makes the webhook skip a pod.
 	PodOptOutLabel string `json:"podOptOutLabel"`
 	// RefreshThreshold is the fraction of a token's lifetime left at which
@@ -70,7 +91,9 @@ func (c *Config) Cleanup() bool { return c.CleanupOnOptOut == nil || *c.CleanupO
 type Instance struct {
 	// Name identifies the instance in metrics, logs and Secret annotations.
 	Name string `json:"name"`
-	// URL is the base URL of the platform, e.g. https://example.jfrog.io.
+	// URL is the base URL of the platform, e.g. https://example.jfrog.io;
+	// https only: the exchange carries AWS session credentials and returns a
+	// token. A private CA goes in CABundle.
 	URL string `json:"url"`
 	// RegistryHosts are the Docker registry hosts served by the instance:
 	// host, host:port or *.suffix.
@@ -88,11 +111,15 @@ type Instance struct {
 
 // AWS configures the webhook's AWS identity and how it is presented.
 type AWS struct {
-	// AuthType is auto, webIdentity or podIdentity.
+	// AuthType is auto, webIdentity, podIdentity or default (see AuthDefault
+	// for its warning).
 	AuthType AuthType `json:"authType"`
 	// Region, when set, signs against the regional STS endpoint of that
 	// region (and its partition) and adds ?region= to the exchange URL.
 	// Empty signs SigV4A with region set "*" against the global endpoint.
+	// The AWS SDK clients (IRSA's AssumeRoleWithWebIdentity, the default
+	// chain) use the pod's AWS_REGION / AWS_DEFAULT_REGION, and this region
+	// only when both are unset.
 	Region string `json:"region,omitempty"`
 	// STSEndpoint overrides the STS endpoint the AWS SDK calls to get
 	// credentials (AssumeRoleWithWebIdentity): VPC endpoints, tests.
@@ -148,6 +175,9 @@ func (c *Config) applyDefaults() {
 	if c.NamespaceLabel == "" {
 		c.NamespaceLabel = DefaultNamespaceLabel
 	}
+	if c.Installation == "" {
+		c.Installation = DefaultInstallation
+	}
 	if c.PodOptOutLabel == "" {
 		c.PodOptOutLabel = DefaultPodOptOutLabel
 	}
@@ -189,11 +219,19 @@ func (c *Config) Validate() error {
 	if len(c.Instances) == 0 {
 		bad("instances", "at least one Artifactory instance is required")
 	}
-	if _, _, err := SplitLabel(c.NamespaceLabel); err != nil {
+	if k, v, err := SplitLabel(c.NamespaceLabel); err != nil {
 		bad("namespaceLabel", "%v", err)
+	} else if v == "" {
+		// The webhook and refresher compare a namespace's value for the key,
+		// where a missing label reads as "": every namespace would opt in.
+		bad("namespaceLabel", "%q has an empty value, which namespaces without the label would match too; "+
+			"give it a value, e.g. %s=enabled", c.NamespaceLabel, k)
 	}
 	if _, _, err := SplitLabel(c.PodOptOutLabel); err != nil {
 		bad("podOptOutLabel", "%v", err)
+	}
+	if msgs := validation.IsDNS1123Label(c.Installation); len(msgs) > 0 {
+		bad("installation", "%q is not a DNS label: %s", c.Installation, strings.Join(msgs, "; "))
 	}
 	if c.RefreshThreshold <= 0 || c.RefreshThreshold >= 1 {
 		bad("refreshThreshold", "must be between 0 and 1 (exclusive), got %v", c.RefreshThreshold)
@@ -205,9 +243,9 @@ func (c *Config) Validate() error {
 		bad("backoffCap", "must be between 1s and 1h, got %s", c.BackoffCap)
 	}
 	switch c.AWS.AuthType {
-	case AuthAuto, AuthWebIdentity, AuthPodIdentity:
+	case AuthAuto, AuthWebIdentity, AuthPodIdentity, AuthDefault:
 	default:
-		bad("aws.authType", "must be auto, webIdentity or podIdentity, got %q", c.AWS.AuthType)
+		bad("aws.authType", "must be auto, webIdentity, podIdentity or default, got %q", c.AWS.AuthType)
 	}
 	for field, v := range map[string]string{"aws.stsEndpoint": c.AWS.STSEndpoint, "aws.signingEndpoint": c.AWS.SigningEndpoint} {
 		if v == "" {
@@ -233,8 +271,11 @@ func (c *Config) Validate() error {
 			bad(f+".name", "%q is used by another instance", in.Name)
 		}
 		names[in.Name] = true
-		if u, err := url.Parse(in.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad(f+".url", "must be an http(s) URL such as https://example.jfrog.io, got %q", in.URL)
+		if u, err := url.Parse(in.URL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+			bad(f+".url", "must be an https URL such as https://example.jfrog.io, got %q", in.URL)
+		} else if u.Scheme != "https" {
+			bad(f+".url", "must use https, got %q: the token exchange carries AWS session credentials and returns "+
+				"an access token; for a private CA set %s.caBundle", in.URL, f)
 		} else if u.RawQuery != "" || u.Fragment != "" {
 			bad(f+".url", "must not carry a query or fragment, got %q", in.URL)
 		}

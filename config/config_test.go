@@ -121,3 +121,50 @@ func TestSplitLabel(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRejectsPlainHTTPArtifactoryURLs(t *testing.T) {
+	for _, u := range []string{"http://example.jfrog.io", "http://127.0.0.1:8081", "http://localhost/artifactory", "http://[::1]:8082"} {
+		t.Run(u, func(t *testing.T) {
+			_, err := Parse([]byte(strings.Replace(minimal, "https://example.jfrog.io", u, 1)))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, want := range []string{"instances[0].url", "must use https", u, "instances[0].caBundle"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestParseRejectsNamespaceLabelWithEmptyValue(t *testing.T) {
+	_, err := Parse([]byte(minimal + "namespaceLabel: team.example.com/pull=\n"))
+	if err == nil {
+		t.Fatal(`namespaceLabel "team.example.com/pull=" accepted: namespaces without the label would opt in`)
+	}
+	for _, want := range []string{"namespaceLabel", `"team.example.com/pull="`, "empty value", "team.example.com/pull=enabled"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	// An opt-out label is matched only when present, so an empty value is fine there.
+	if _, err := Parse([]byte(minimal + "podOptOutLabel: team.example.com/skip=\n")); err != nil {
+		t.Errorf("podOptOutLabel with an empty value: %v", err)
+	}
+}
+
+func TestParseAcceptsEveryAuthType(t *testing.T) {
+	for _, a := range []AuthType{AuthAuto, AuthWebIdentity, AuthPodIdentity, AuthDefault} {
+		c, err := Parse([]byte(minimal + "aws: {authType: " + string(a) + "}\n"))
+		if err != nil {
+			t.Errorf("authType %s: %v", a, err)
+		} else if c.AWS.AuthType != a {
+			t.Errorf("authType = %q, want %q", c.AWS.AuthType, a)
+		}
+	}
+	_, err := Parse([]byte(minimal + "aws: {authType: keys}\n"))
+	if err == nil || !strings.Contains(err.Error(), "must be auto, webIdentity, podIdentity or default") {
+		t.Errorf("unknown authType: err = %v, want it to list the four types", err)
+	}
+}

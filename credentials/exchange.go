@@ -48,7 +48,7 @@ var regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 type ExchangeOptions struct {
 	// Instance is the configured instance name (metrics label, error text).
 	Instance string
-	// URL is the Artifactory base URL, possibly with a path prefix.
+	// URL is the Artifactory base URL, possibly with a path prefix; https.
 	URL string
 	// Region, when set, signs for that region's STS endpoint with region set
 	// <Region> and adds ?region= to the Artifactory URL. Empty signs SigV4A
@@ -58,7 +58,8 @@ type ExchangeOptions struct {
 	STSEndpoint string
 	// TTL is the token lifetime asked for (expires_in); whole seconds.
 	TTL time.Duration
-	// HTTPClient reaches Artifactory; NewHTTPClient("", 30s) when nil.
+	// HTTPClient reaches Artifactory; NewHTTPClient("", 30s) when nil. The
+	// Exchanger uses a copy that refuses redirects.
 	HTTPClient *http.Client
 	// Credentials signs the request.
 	Credentials aws.CredentialsProvider
@@ -87,8 +88,12 @@ func NewExchanger(o ExchangeOptions) (*Exchanger, error) {
 		return nil, fmt.Errorf("instance %q: token TTL %s is shorter than one second", o.Instance, o.TTL)
 	}
 	base, err := url.Parse(strings.TrimRight(o.URL, "/"))
-	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
-		return nil, fmt.Errorf("instance %q: Artifactory URL %q is not an absolute http(s) URL", o.Instance, o.URL)
+	if err != nil || base.Host == "" {
+		return nil, fmt.Errorf("instance %q: Artifactory URL %q is not an absolute https URL", o.Instance, o.URL)
+	}
+	if base.Scheme != "https" {
+		// The request carries the session token and yields an access token.
+		return nil, fmt.Errorf("instance %q: Artifactory URL %q must use https: the exchange carries AWS session credentials and an access token", o.Instance, o.URL)
 	}
 	base.Path += TokenPath
 	base.RawPath = ""
@@ -121,6 +126,10 @@ func NewExchanger(o ExchangeOptions) (*Exchanger, error) {
 			return nil, err
 		}
 	}
+	// A copy, so that the caller's client keeps its own redirect policy.
+	client := *o.HTTPClient
+	client.CheckRedirect = refuseRedirect
+	o.HTTPClient = &client
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -131,6 +140,25 @@ func NewExchanger(o ExchangeOptions) (*Exchanger, error) {
 		regionSet: regionSet,
 		signer:    sigv4a.New(),
 	}, nil
+}
+
+// errRedirect marks a refused redirect of the exchange.
+var errRedirect = errors.New("redirect refused")
+
+// refuseRedirect is the exchange client's CheckRedirect. Following would
+// replay the signed headers, session token included, to a URL nobody
+// configured (for a 307/308 with the body; http.Client drops only
+// Authorization across hosts) and might downgrade to plain http. The 3xx
+// status is reported by the ExchangeError, not here.
+func refuseRedirect(req *http.Request, _ []*http.Request) error {
+	return fmt.Errorf("%w: Artifactory redirected to %s; the signed request is sent only to the configured URL "+
+		"(set the instance's url to the final address if it is trusted)", errRedirect, redactURL(req.URL))
+}
+
+// redactURL is u without userinfo, query or fragment, where credentials
+// could hide.
+func redactURL(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }
 
 // regionalSTSHost is the STS host of a region's partition.
@@ -200,6 +228,15 @@ func (e *Exchanger) exchange(ctx context.Context) (Credential, error) {
 	now := e.o.Now()
 	resp, err := e.o.HTTPClient.Do(req)
 	if err != nil {
+		if errors.Is(err, errRedirect) {
+			// Do returns the 3xx response, its body closed, beside a url.Error
+			// naming the raw Location; refuseRedirect's error names it redacted.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return Credential{}, fail(statusOf(resp), nil, "POST "+TokenPath, err)
+		}
 		return Credential{}, fail(0, nil, "POST "+TokenPath, err)
 	}
 	defer resp.Body.Close()
@@ -222,11 +259,30 @@ func (e *Exchanger) exchange(ctx context.Context) (Credential, error) {
 		// An anonymous token would make pulls fail later, far from the cause.
 		return Credential{}, fail(resp.StatusCode, body, fmt.Sprintf("response username %q is not a mapped user", tr.Username), nil)
 	}
-	lifetime := time.Duration(tr.ExpiresIn) * time.Second
-	if lifetime <= 0 {
-		lifetime = e.o.TTL
+	lifetime, err := e.lifetime(tr.ExpiresIn)
+	if err != nil {
+		return Credential{}, fail(resp.StatusCode, body, "", err)
 	}
 	return Credential{Username: tr.Username, Token: NewToken(tr.AccessToken), IssuedAt: now, Expiry: now.Add(lifetime)}, nil
+}
+
+// lifetime turns the response's expires_in into a lifetime no longer than
+// the one asked for. Artifactory only ever shortens expires_in (its
+// token.max-expiry), so a longer answer is kept within the configured TTL —
+// the operator's bound on how long one token is used — and comparing in
+// seconds first keeps a huge value from overflowing time.Duration. Zero or
+// absent (a token without expiry) also gets the TTL; a negative value is a
+// broken answer and fails.
+func (e *Exchanger) lifetime(expiresIn int64) (time.Duration, error) {
+	asked := int64(e.o.TTL / time.Second)
+	switch {
+	case expiresIn < 0:
+		return 0, fmt.Errorf("response expires_in %d is negative", expiresIn)
+	case expiresIn == 0 || expiresIn >= asked:
+		return time.Duration(asked) * time.Second, nil
+	default:
+		return time.Duration(expiresIn) * time.Second, nil
+	}
 }
 
 // sign returns the headers of a SigV4A-signed sts:GetCallerIdentity request.
@@ -253,6 +309,13 @@ func (e *Exchanger) sign(ctx context.Context, creds aws.Credentials) (http.Heade
 		return nil, err
 	}
 	return req.Header, nil
+}
+
+func statusOf(resp *http.Response) int {
+	if resp == nil {
+		return 0
+	}
+	return resp.StatusCode
 }
 
 func hostOf(rawURL string) string {

@@ -466,6 +466,7 @@ func TestNewExchangerRejectsBadOptions(t *testing.T) {
 		{"no credentials", func(o *ExchangeOptions) { o.Credentials = nil }, "credentials provider is required"},
 		{"zero ttl", func(o *ExchangeOptions) { o.TTL = 0 }, "TTL"},
 		{"relative url", func(o *ExchangeOptions) { o.URL = "a.jfrog.io" }, "not an absolute"},
+		{"plain http", func(o *ExchangeOptions) { o.URL = "http://a.jfrog.io" }, "must use https"},
 		{"bad region", func(o *ExchangeOptions) { o.Region = "evil.example/x" }, "not an AWS region"},
 		{"bad sts endpoint", func(o *ExchangeOptions) { o.STSEndpoint = "127.0.0.1" }, "STS endpoint"},
 	}

@@ -1,6 +1,7 @@
 package credentials
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,23 +23,34 @@ type AuthType string
 
 const (
 	// AuthAuto uses EKS Pod Identity when its environment is present, else
-	// IRSA web identity, else aws-sdk-go-v2's default chain (static env keys,
-	// shared config) for local use.
+	// IRSA web identity, and fails otherwise: it never falls back to the
+	// SDK's default chain, whose last resort in a pod is the node's instance
+	// role (IMDS), shared by every workload on the node.
 	AuthAuto AuthType = "auto"
 	// AuthWebIdentity forces IRSA: AssumeRoleWithWebIdentity with the
 	// projected service account token.
 	AuthWebIdentity AuthType = "webIdentity"
 	// AuthPodIdentity forces EKS Pod Identity: the agent's credentials endpoint.
 	AuthPodIdentity AuthType = "podIdentity"
+	// AuthDefault uses aws-sdk-go-v2's default chain (environment keys,
+	// shared config and SSO, container endpoint, then IMDS). In a pod without
+	// IRSA or Pod Identity that is the node's instance role, and every
+	// opted-in namespace gets the Artifactory user mapped to it: choose it
+	// only on purpose (local runs, or a node role meant for pulling).
+	AuthDefault AuthType = "default"
 )
 
-// Environment variables injected by EKS (IRSA and Pod Identity).
+// Environment variables injected by EKS (IRSA and Pod Identity) and by the
+// kubelet into every pod.
 const (
 	envRoleARN            = "AWS_ROLE_ARN"
 	envWebIdentityFile    = "AWS_WEB_IDENTITY_TOKEN_FILE"
 	envRoleSessionName    = "AWS_ROLE_SESSION_NAME"
 	envContainerURI       = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
 	envContainerTokenFile = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
+	envAWSRegion          = "AWS_REGION"
+	envDefaultRegion      = "AWS_DEFAULT_REGION"
+	envKubernetesHost     = "KUBERNETES_SERVICE_HOST"
 )
 
 const (
@@ -49,8 +61,11 @@ const (
 // AWSOptions configures AWSCredentials.
 type AWSOptions struct {
 	AuthType AuthType
-	// Region of the STS client used for AssumeRoleWithWebIdentity; defaults
-	// to us-east-1.
+	// Region is the fallback region of the AWS clients (the STS client of
+	// AssumeRoleWithWebIdentity, the default chain) when the environment
+	// names none: AWS_REGION, then AWS_DEFAULT_REGION win, as in the SDK's
+	// own resolution, because the pod's region is the one whose STS endpoint
+	// (and VPC endpoint) it can reach. Last resort us-east-1.
 	Region string
 	// STSEndpoint overrides the STS endpoint used for
 	// AssumeRoleWithWebIdentity, e.g. http://127.0.0.1:1234.
@@ -58,11 +73,16 @@ type AWSOptions struct {
 	// HTTPClient is used to reach STS or the Pod Identity agent; the SDK's
 	// default client when nil.
 	HTTPClient *http.Client
+	// InCluster reports whether the process runs in a Kubernetes pod; it
+	// only shapes the advice of the error auto gives without IRSA or Pod
+	// Identity. Nil: KUBERNETES_SERVICE_HOST is set.
+	InCluster func() bool
 }
 
 // AWSCredentials returns a cached provider of the process's AWS credentials,
 // chosen by o.AuthType. An explicit AuthType fails at once, naming the
-// variable, when its environment is incomplete.
+// variable, when its environment is incomplete; auto fails, naming both
+// pairs of variables, when neither Pod Identity nor IRSA is configured.
 func AWSCredentials(ctx context.Context, o AWSOptions) (aws.CredentialsProvider, error) {
 	var (
 		p   aws.CredentialsProvider
@@ -73,6 +93,8 @@ func AWSCredentials(ctx context.Context, o AWSOptions) (aws.CredentialsProvider,
 		p, err = podIdentity(o)
 	case AuthWebIdentity:
 		p, err = webIdentity(o)
+	case AuthDefault:
+		p, err = defaultChain(ctx, o)
 	case AuthAuto, "":
 		switch {
 		case os.Getenv(envContainerURI) != "" && os.Getenv(envContainerTokenFile) != "":
@@ -80,10 +102,10 @@ func AWSCredentials(ctx context.Context, o AWSOptions) (aws.CredentialsProvider,
 		case os.Getenv(envRoleARN) != "" && os.Getenv(envWebIdentityFile) != "":
 			p, err = webIdentity(o)
 		default:
-			p, err = defaultChain(ctx, o)
+			return nil, autoWithoutIdentity(o)
 		}
 	default:
-		return nil, fmt.Errorf("unknown authType %q (want auto, webIdentity or podIdentity)", o.AuthType)
+		return nil, fmt.Errorf("unknown authType %q (want auto, webIdentity, podIdentity or default)", o.AuthType)
 	}
 	if err != nil {
 		return nil, err
@@ -92,6 +114,44 @@ func AWSCredentials(ctx context.Context, o AWSOptions) (aws.CredentialsProvider,
 		return c, nil // the default chain comes cached already
 	}
 	return aws.NewCredentialsCache(p), nil
+}
+
+// autoWithoutIdentity is auto's error when neither IRSA nor Pod Identity is
+// configured. It fails wherever it runs, so that one config file means one
+// identity on a laptop and in a pod alike; the advice depends on where.
+func autoWithoutIdentity(o AWSOptions) error {
+	pair := func(a, b string) string {
+		switch va, vb := os.Getenv(a) != "", os.Getenv(b) != ""; {
+		case va && !vb:
+			return fmt.Sprintf("%s and %s (only %s is set)", a, b, a)
+		case vb && !va:
+			return fmt.Sprintf("%s and %s (only %s is set)", a, b, b)
+		default:
+			return fmt.Sprintf("%s and %s", a, b)
+		}
+	}
+	inCluster := o.InCluster
+	if inCluster == nil {
+		inCluster = func() bool { return os.Getenv(envKubernetesHost) != "" }
+	}
+	msg := fmt.Sprintf("authType %s: neither EKS Pod Identity (%s) nor IRSA (%s) is configured",
+		AuthAuto, pair(envContainerURI, envContainerTokenFile), pair(envRoleARN, envWebIdentityFile))
+	if inCluster() {
+		return errors.New(msg + "; give this pod's ServiceAccount an IAM role (an EKS Pod Identity association, " +
+			"or the eks.amazonaws.com/role-arn annotation for IRSA) and restart the pod. auto does not fall back to " +
+			"the AWS SDK default chain, which here would reach the node's instance role through IMDS and hand the " +
+			"Artifactory user mapped to it to every namespace; set authType " + string(AuthDefault) + " only if that is intended")
+	}
+	return errors.New(msg + "; outside a cluster set authType " + string(AuthDefault) +
+		" to use the AWS SDK default chain (environment keys, shared profile, SSO, instance role)")
+}
+
+// envRegion is the region the environment names, in the SDK's order.
+func envRegion() string {
+	if r := os.Getenv(envAWSRegion); r != "" {
+		return r
+	}
+	return os.Getenv(envDefaultRegion)
 }
 
 // requireEnv returns the values of names, or an error naming the first unset.
@@ -110,10 +170,7 @@ func webIdentity(o AWSOptions) (aws.CredentialsProvider, error) {
 	if err != nil {
 		return nil, err
 	}
-	region := o.Region
-	if region == "" {
-		region = defaultSTSRegion
-	}
+	region := cmp.Or(envRegion(), o.Region, defaultSTSRegion)
 	client := sts.New(sts.Options{Region: region}, func(so *sts.Options) {
 		if o.STSEndpoint != "" {
 			so.BaseEndpoint = aws.String(o.STSEndpoint)
@@ -187,7 +244,8 @@ func checkContainerEndpoint(endpoint string) error {
 func defaultChain(ctx context.Context, o AWSOptions) (aws.CredentialsProvider, error) {
 	var opts []func(*awsconfig.LoadOptions) error
 	if o.Region != "" {
-		opts = append(opts, awsconfig.WithRegion(o.Region))
+		// A fallback: the environment's (or profile's) region wins, as for IRSA.
+		opts = append(opts, awsconfig.WithDefaultRegion(o.Region))
 	}
 	if o.HTTPClient != nil {
 		opts = append(opts, awsconfig.WithHTTPClient(o.HTTPClient))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 )
@@ -19,8 +21,8 @@ import (
 // each test starts from all of them unset.
 var awsEnv = []string{
 	envRoleARN, envWebIdentityFile, envRoleSessionName, envContainerURI, envContainerTokenFile,
-	"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
-	"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+	"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", envAWSRegion, envDefaultRegion,
+	"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN", envKubernetesHost,
 }
 
 func clearAWSEnv(t *testing.T) {
@@ -64,7 +66,7 @@ func TestAWSCredentialsExplicitAuthTypeNamesMissingVariable(t *testing.T) {
 		{"podIdentity over clear http to a remote host", AuthPodIdentity,
 			map[string]string{envContainerURI: "http://10.1.2.3/creds", envContainerTokenFile: "/t"},
 			"plain http is allowed only to loopback"},
-		{"unknown auth type", "irsa", nil, `unknown authType "irsa"`},
+		{"unknown auth type", "irsa", nil, `unknown authType "irsa" (want auto, webIdentity, podIdentity or default)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,7 +157,7 @@ func TestAWSCredentialsSelectsSource(t *testing.T) {
 	}{
 		{"auto prefers pod identity", AuthAuto, true, true, pod},
 		{"auto falls back to web identity", AuthAuto, false, true, irsa},
-		{"auto falls back to the default chain", AuthAuto, false, false, static},
+		{"default uses the SDK's chain", AuthDefault, false, false, static},
 		{"empty auth type is auto", "", false, true, irsa},
 		{"webIdentity forced over pod identity", AuthWebIdentity, true, true, irsa},
 		{"podIdentity forced", AuthPodIdentity, true, true, pod},
@@ -245,5 +247,188 @@ func TestAWSCredentialsPodIdentityRereadsRotatedTokenFile(t *testing.T) {
 	auth, _ := f.seen()
 	if want := []string{"token-one", "token-two"}; strings.Join(auth, ",") != strings.Join(want, ",") {
 		t.Fatalf("agent saw Authorization %q, want %q", auth, want)
+	}
+}
+
+// staticEnvKeys are what the SDK's default chain would find first: with them
+// set, a fallback to that chain would succeed, so only an explicit refusal
+// makes auto fail.
+func setStaticEnvKeys(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIASTATICENV")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "static-secret")
+}
+
+func TestAWSCredentialsAutoWithoutIRSAOrPodIdentityFailsInsteadOfUsingTheDefaultChain(t *testing.T) {
+	bothPairs := []string{
+		"neither EKS Pod Identity (AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+		"nor IRSA (AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE",
+	}
+	inClusterAdvice := []string{"eks.amazonaws.com/role-arn", "Pod Identity association", "node's instance role", "IMDS",
+		"set authType default only if that is intended"}
+	tests := []struct {
+		name      string
+		authType  AuthType
+		inCluster func() bool
+		env       map[string]string
+		want      []string
+	}{
+		{name: "in a cluster", authType: AuthAuto, inCluster: func() bool { return true },
+			want: append(bothPairs, inClusterAdvice...)},
+		{name: "empty auth type in a cluster", authType: "", inCluster: func() bool { return true },
+			want: append(bothPairs, inClusterAdvice...)},
+		{name: "in a cluster, detected from KUBERNETES_SERVICE_HOST", authType: AuthAuto,
+			env: map[string]string{envKubernetesHost: "10.96.0.1"}, want: append(bothPairs, inClusterAdvice...)},
+		{name: "outside a cluster", authType: AuthAuto, inCluster: func() bool { return false },
+			want: append(bothPairs, "outside a cluster set authType default", "AWS SDK default chain")},
+		{name: "outside a cluster, detected", authType: AuthAuto,
+			want: append(bothPairs, "outside a cluster set authType default")},
+		{name: "half of IRSA", authType: AuthAuto, inCluster: func() bool { return true },
+			env:  map[string]string{envRoleARN: "arn:aws:iam::123456789012:role/puller"},
+			want: []string{"AWS_WEB_IDENTITY_TOKEN_FILE (only AWS_ROLE_ARN is set)", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE)"}},
+		{name: "half of Pod Identity", authType: AuthAuto, inCluster: func() bool { return true },
+			env:  map[string]string{envContainerTokenFile: "/t"},
+			want: []string{"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (only AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE is set)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearAWSEnv(t)
+			setStaticEnvKeys(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			p, err := AWSCredentials(context.Background(), AWSOptions{AuthType: tt.authType, InCluster: tt.inCluster})
+			if err == nil {
+				creds, _ := p.Retrieve(context.Background())
+				t.Fatalf("auto succeeded with access key %q; want it to refuse the default chain", creds.AccessKeyID)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestAWSCredentialsDefaultIsTheSDKChainEvenInACluster(t *testing.T) {
+	clearAWSEnv(t)
+	setStaticEnvKeys(t)
+	p, err := AWSCredentials(context.Background(), AWSOptions{AuthType: AuthDefault, InCluster: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := p.Retrieve(context.Background())
+	if err != nil || creds.AccessKeyID != "AKIASTATICENV" {
+		t.Fatalf("Retrieve = %q, %v; want the environment's static key", creds.AccessKeyID, err)
+	}
+}
+
+// hostRecorder answers every request as STS's AssumeRoleWithWebIdentity
+// would and records the host it was sent to: the SDK derives that host from
+// the client's region, so the host shows which region the client was built
+// with.
+type hostRecorder struct {
+	mu    sync.Mutex
+	hosts []string
+}
+
+func (h *hostRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	h.mu.Lock()
+	h.hosts = append(h.hosts, r.URL.Host)
+	h.mu.Unlock()
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	const body = `<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIAWEBIDENTITY</AccessKeyId>
+  <SecretAccessKey>irsa-secret</SecretAccessKey><SessionToken>irsa-session</SessionToken>
+  <Expiration>2099-01-01T00:00:00Z</Expiration></Credentials></AssumeRoleWithWebIdentityResult>
+</AssumeRoleWithWebIdentityResponse>`
+	return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{"Content-Type": {"text/xml"}},
+		Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+}
+
+func TestAWSCredentialsWebIdentityCallsSTSInTheEnvironmentsRegion(t *testing.T) {
+	tests := []struct {
+		name     string
+		env      map[string]string
+		region   string // AWSOptions.Region (config aws.region)
+		endpoint string // AWSOptions.STSEndpoint (config aws.stsEndpoint)
+		wantHost string
+	}{
+		{name: "AWS_REGION", env: map[string]string{envAWSRegion: "eu-west-1"}, wantHost: "sts.eu-west-1.amazonaws.com"},
+		{name: "AWS_DEFAULT_REGION", env: map[string]string{envDefaultRegion: "ap-southeast-2"},
+			wantHost: "sts.ap-southeast-2.amazonaws.com"},
+		{name: "AWS_REGION before AWS_DEFAULT_REGION", env: map[string]string{envAWSRegion: "eu-central-1", envDefaultRegion: "us-west-2"},
+			wantHost: "sts.eu-central-1.amazonaws.com"},
+		{name: "aws-cn partition from the environment", env: map[string]string{envAWSRegion: "cn-north-1"},
+			wantHost: "sts.cn-north-1.amazonaws.com.cn"},
+		{name: "aws-us-gov partition from the environment", env: map[string]string{envDefaultRegion: "us-gov-west-1"},
+			wantHost: "sts.us-gov-west-1.amazonaws.com"},
+		{name: "environment before the configured region", env: map[string]string{envAWSRegion: "us-gov-east-1"},
+			region: "us-gov-west-1", wantHost: "sts.us-gov-east-1.amazonaws.com"},
+		{name: "configured region when the environment names none", region: "eu-north-1", wantHost: "sts.eu-north-1.amazonaws.com"},
+		{name: "us-east-1 when nothing names a region", wantHost: "sts.us-east-1.amazonaws.com"},
+		{name: "stsEndpoint still overrides the host", env: map[string]string{envAWSRegion: "eu-west-1"},
+			endpoint: "https://sts.vpce.example.internal", wantHost: "sts.vpce.example.internal"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearAWSEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			t.Setenv(envRoleARN, "arn:aws:iam::123456789012:role/puller")
+			t.Setenv(envWebIdentityFile, writeFile(t, "sa-jwt"))
+			rec := &hostRecorder{}
+			p, err := AWSCredentials(context.Background(), AWSOptions{AuthType: AuthWebIdentity, Region: tt.region,
+				STSEndpoint: tt.endpoint, HTTPClient: &http.Client{Transport: rec}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.Retrieve(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if len(rec.hosts) != 1 || rec.hosts[0] != tt.wantHost {
+				t.Fatalf("STS called at %q, want %q", rec.hosts, tt.wantHost)
+			}
+		})
+	}
+}
+
+func TestFingerprintChangesWithURLTTLAndSigningIdentity(t *testing.T) {
+	base := Fingerprint("https://a.jfrog.io", time.Hour, "webIdentity:arn:aws:iam::1:role/puller")
+	for name, fp := range map[string]string{
+		"url":      Fingerprint("https://b.jfrog.io", time.Hour, "webIdentity:arn:aws:iam::1:role/puller"),
+		"ttl":      Fingerprint("https://a.jfrog.io", 3*time.Hour, "webIdentity:arn:aws:iam::1:role/puller"),
+		"identity": Fingerprint("https://a.jfrog.io", time.Hour, "webIdentity:arn:aws:iam::1:role/reader"),
+	} {
+		if fp == base {
+			t.Errorf("a change of %s keeps the fingerprint %s", name, fp)
+		}
+	}
+	if again := Fingerprint("https://a.jfrog.io", time.Hour, "webIdentity:arn:aws:iam::1:role/puller"); again != base {
+		t.Errorf("fingerprint not stable: %s then %s", base, again)
+	}
+}
+
+func TestSigningIdentityNamesTheIRSARole(t *testing.T) {
+	t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "")
+	t.Setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "")
+	t.Setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/puller")
+	t.Setenv("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/secrets/token")
+	if got := SigningIdentity(AWSOptions{AuthType: AuthAuto}); got != "webIdentity:arn:aws:iam::123456789012:role/puller" {
+		t.Errorf("auto with IRSA: %q", got)
+	}
+	t.Setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/reader")
+	if got := SigningIdentity(AWSOptions{AuthType: AuthWebIdentity}); got != "webIdentity:arn:aws:iam::123456789012:role/reader" {
+		t.Errorf("webIdentity after a role change: %q", got)
+	}
+	t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://169.254.170.23/v1/credentials")
+	t.Setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "/var/run/secrets/pod-identity/token")
+	if got := SigningIdentity(AWSOptions{AuthType: AuthAuto}); got != "podIdentity" {
+		t.Errorf("auto with Pod Identity: %q", got)
 	}
 }

@@ -39,11 +39,14 @@ type Credential struct {
 // Lifetime is the token's full validity period.
 func (c Credential) Lifetime() time.Duration { return c.Expiry.Sub(c.IssuedAt) }
 
-// Key identifies one cached credential: an Artifactory instance and the AWS
-// identity that is exchanged for it.
+// Key identifies one cached credential: an Artifactory instance, the AWS
+// identity that is exchanged for it, and the fingerprint of everything else
+// the token depends on (see Fingerprint). A token minted under another
+// fingerprint is another key's: it is never handed out for this one.
 type Key struct {
-	Instance string
-	Identity string
+	Instance    string
+	Identity    string
+	Fingerprint string
 }
 
 // WebhookIdentity is the Identity of the process's own AWS credentials.

@@ -51,12 +51,19 @@ type fault struct {
 // each row has an instance of its own, so its token cache starts cold and
 // no backoff or token of another row leaks into it.
 func faultInstance(i int) (name, host, secret string) {
-	return fmt.Sprintf("fault%d", i), fmt.Sprintf("fault%d.registry.test", i), fmt.Sprintf("pull-fault%d", i)
+	name = fmt.Sprintf("fault%dr%d", i, faultRun)
+	return name, name + ".registry.test", "pull-" + name
 }
+
+// faultRun numbers the fault configurations (faultConfig) of this process:
+// each run of a test (go test -count=N) gets instances of its own, whose
+// token cache and checkpoint entries start cold.
+var faultRun int
 
 // faultConfig is the stack's config plus one instance per matrix row.
 // Their exchanges give up after 1s, so "slow" costs a second, not four.
 func faultConfig(rows int) string {
+	faultRun++
 	var b strings.Builder
 	for i := range rows {
 		name, host, secret := faultInstance(i)
@@ -110,6 +117,14 @@ func TestFaultMatrixFailsOpenExplainsAndRecoversWithoutRestart(t *testing.T) {
 			reason: "no user is mapped", result: "unauthorized"},
 		{name: "403", inject: artifactoryStatus(403, `{"errors":[{"status":403,"message":"expires_in exceeds the admin limit"}]}`),
 			reason: "exceeds the admin limit", result: "forbidden"},
+		// A proxy's error page: with its 1 KiB excerpt the Event note
+		// would pass the API server's 1 KiB limit and be rejected whole.
+		{name: "proxy error page of 4 KiB", inject: artifactoryStatus(502, proxyErrorPage(4096)),
+			reason: "502 Bad Gateway from egress-proxy", result: "server_error"},
+		// The API server drops a warning holding a control character.
+		{name: "control characters in the body", inject: artifactoryStatus(500,
+			"upstream \x1b[31mfailed\x1b[0m\x00\v\x7f: connection pool exhausted\r\n"),
+			reason: "connection pool exhausted", result: "server_error"},
 		{name: "garbage JSON", inject: artifactoryStatus(200, `<html><body>Sign in to JFrog</body></html>`),
 			reason: "Sign in to JFrog", result: "bad_response"},
 		{name: "200 without a token", inject: artifactoryStatus(200, `{"token_id":"t","username":"k8s-puller","expires_in":3600}`),
@@ -249,8 +264,8 @@ func TestSecretWriteForbiddenFailsOpenAndRecoversWhenRBACIsFixed(t *testing.T) {
 	if err := os.WriteFile(kcPath, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	instance, host, secret := faultInstance(0)
 	cfg := faultConfig(1)
+	instance, host, secret := faultInstance(0)
 	if err := stack.StartWebhook(ctx, harness.PodIdentity, func(o *harness.WebhookOptions) {
 		o.Config, o.Kubeconfig = cfg, kcPath
 	}); err != nil {
@@ -477,6 +492,16 @@ func faultyWritesNamespace(t *testing.T) string {
 	return namespace(t, map[string]string{harness.OptInLabel: "enabled", secretFaultsLabel: "on"})
 }
 
+// proxyErrorPage is an HTML error page of size bytes, as a corporate proxy
+// answers for an upstream it cannot reach.
+func proxyErrorPage(size int) string {
+	page := "<html><head><title>502 Bad Gateway from egress-proxy</title></head><body>"
+	for len(page) < size-len("</body></html>") {
+		page += "<p>The upstream server did not answer. Contact your network team with reference 7f3a9c.</p>"
+	}
+	return page + "</body></html>"
+}
+
 // staleSecret writes a managed pull Secret for the main instance whose hosts
 // no longer match its configuration, so that the next pod makes the webhook
 // update it rather than create it.
@@ -512,6 +537,13 @@ func staleSecret(t *testing.T, ns string) {
 // the pod admitted without the Secret, with a warning, an Event and a
 // metric naming the refusal, and the next pod after the fault clears is
 // patched by the same process.
+//
+// Both writers are counted apart (secret_writes_total's writer label). A
+// pre-created stale Secret is seen by the refresher too, so those rows first
+// let the refresher's write fail and wait until it has (its Event): it then
+// backs that Secret off, and what follows is the admission's alone, in a
+// fixed order. Rows without a pre-created Secret give the refresher nothing
+// to write.
 func TestSecretWriteConflictsAndTimeoutsFailOpenAndRecoverWithoutRestart(t *testing.T) {
 	const secret = "artifactory-pull" // the main instance's
 	faults := startSecretWriteFaults(t, secret)
@@ -530,33 +562,50 @@ func TestSecretWriteConflictsAndTimeoutsFailOpenAndRecoverWithoutRestart(t *test
 		// absorbed: the pod is patched at once, no warning.
 		absorbed bool
 		reason   string
-		metric   map[string]string // secret_writes_total labels of the failure
-		failures float64           // how much that metric must grow
+		opLabel  string  // secret_writes_total's operation of the refused writes
+		failures float64 // refused write requests the admission makes
 	}{
 		{name: "conflict on create", op: admissionv1.Create, n: 1,
-			reason: conflictMessage, metric: map[string]string{"operation": "create", "result": "error"}, failures: 1},
+			reason: conflictMessage, opLabel: "create", failures: 1},
 		{name: "conflicts on update absorbed by the retry", stale: true, op: admissionv1.Update, n: 3, absorbed: true,
-			metric: map[string]string{"operation": "update", "result": "error"}, failures: 3},
+			opLabel: "update", failures: 3},
 		{name: "conflicts on update beyond the retries", stale: true, op: admissionv1.Update, n: 1000,
-			reason: conflictMessage, metric: map[string]string{"operation": "update", "result": "error"}, failures: 5},
+			reason: conflictMessage, opLabel: "update", failures: 5},
 		{name: "write times out", hang: true,
-			reason: "context deadline exceeded", metric: map[string]string{"operation": "create", "result": "error"}, failures: 1},
+			reason: "context deadline exceeded", opLabel: "create", failures: 1},
+	}
+	refused := func(t *testing.T, writer, op string) float64 {
+		return metric(t, "artifactory_pull_secret_writes_total", map[string]string{"writer": writer, "operation": op, "result": "error"})
 	}
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
 			ns := faultyWritesNamespace(t)
+			admissionBefore := refused(t, "admission", row.opLabel)
+			refresherBefore := refused(t, "refresher", row.opLabel)
+			refresherFailures := 0.0
 			if row.stale {
+				// The refresher's five conflict retries, all refused, before
+				// the Secret exists: it cannot write it first.
+				faults.set(admissionv1.Update, 5, false)
 				staleSecret(t, ns)
+				eventually(t, 10*time.Second, "the refresher's failed write of the stale Secret (its Event)", func() bool {
+					return namespaceEventContains(t, ns, pullsecret.ReasonWriteFailed, conflictMessage)
+				})
+				refresherFailures = 5
 			}
 			faults.set(row.op, row.n, row.hang)
 			defer faults.set("", 0, false)
-			writesBefore := metric(t, "artifactory_pull_secret_writes_total", row.metric)
 			openBefore := metric(t, "artifactory_pull_admissions_total", map[string]string{"outcome": "failed_open"})
 
 			got, warnings := createPod(t, ns, pod("during", stack.Image))
 			assertReferencedSecretsUsable(t, ns, got, stack.Emu.Registry.Host())
-			if d := metric(t, "artifactory_pull_secret_writes_total", row.metric) - writesBefore; d != row.failures {
-				t.Errorf("secret_writes_total%v grew by %v, want %v", row.metric, d, row.failures)
+			if d := refused(t, "admission", row.opLabel) - admissionBefore; d != row.failures {
+				t.Errorf("refused %s requests by the admission grew by %v, want %v", row.opLabel, d, row.failures)
+			}
+			// The refresher backs off a Secret whose write failed (its own
+			// or the admission's): it adds nothing while the admission runs.
+			if d := refused(t, "refresher", row.opLabel) - refresherBefore; d != refresherFailures {
+				t.Errorf("refused %s requests by the refresher grew by %v, want %v", row.opLabel, d, refresherFailures)
 			}
 			if row.absorbed {
 				if n := pullSecretNames(got); !slices.Equal(n, []string{secret}) || len(warnings) != 0 {

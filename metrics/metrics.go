@@ -73,8 +73,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"instance", "result"}),
 		secretWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "artifactory_pull_secret_writes_total",
-			Help: "Writes of managed pull Secrets, by operation (create, update, delete) and result.",
-		}, []string{"operation", "result"}),
+			Help: "Write requests for managed pull Secrets, by writer (admission, refresher), operation (create, update, delete) and result.",
+		}, []string{"writer", "operation", "result"}),
 		failures: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "artifactory_pull_token_consecutive_failures",
 			Help: "Consecutive failed token mints of an instance (0 once a mint succeeds).",
@@ -144,8 +144,16 @@ func (m *Metrics) CacheLookup(instance string, hit bool) {
 	m.cacheLookups.WithLabelValues(instance, r).Inc()
 }
 
-// SecretWrite records one write of a managed Secret.
-func (m *Metrics) SecretWrite(operation string, err error) {
+// Writers of managed Secrets (label "writer" of secret_writes_total): the
+// admission path, or the refresher run by the elected leader.
+const (
+	WriterAdmission = "admission"
+	WriterRefresher = "refresher"
+)
+
+// SecretWrite records one write request for a managed Secret, made by
+// writer (Writer*).
+func (m *Metrics) SecretWrite(writer, operation string, err error) {
 	if m == nil {
 		return
 	}
@@ -153,7 +161,7 @@ func (m *Metrics) SecretWrite(operation string, err error) {
 	if err != nil {
 		r = "error"
 	}
-	m.secretWrites.WithLabelValues(operation, r).Inc()
+	m.secretWrites.WithLabelValues(writer, operation, r).Inc()
 }
 
 // TokenBackoff records an instance's retry state after a mint: its

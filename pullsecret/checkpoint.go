@@ -54,6 +54,10 @@ type CheckpointOptions struct {
 	Namespace string
 	// Name is DefaultCheckpointSecret when empty.
 	Name string
+	// Keys are the token keys of the running configuration. When set, an
+	// entry of any other key (another fingerprint: the instance's url,
+	// tokenTTL or AWS identity changed) is neither seeded nor kept.
+	Keys []credentials.Key
 	Now  func() time.Time
 	Log  logr.Logger
 }
@@ -73,6 +77,7 @@ type CheckpointOptions struct {
 type Checkpoint struct {
 	client client.Client
 	key    types.NamespacedName
+	keys   map[credentials.Key]bool // nil: every key is current
 	now    func() time.Time
 	log    logr.Logger
 	wake   chan struct{}
@@ -95,10 +100,17 @@ func NewCheckpoint(o CheckpointOptions) (*Checkpoint, error) {
 	if o.Log.GetSink() == nil {
 		o.Log = logr.Discard()
 	}
-	return &Checkpoint{
+	c := &Checkpoint{
 		client: o.Client, key: types.NamespacedName{Namespace: o.Namespace, Name: o.Name}, now: o.Now, log: o.Log,
 		wake: make(chan struct{}, 1), pending: map[credentials.Key]credentials.Credential{},
-	}, nil
+	}
+	if len(o.Keys) > 0 {
+		c.keys = map[credentials.Key]bool{}
+		for _, k := range o.Keys {
+			c.keys[k] = true
+		}
+	}
+	return c, nil
 }
 
 // Record queues cred to be written as key's current token and returns at
@@ -199,13 +211,13 @@ func (c *Checkpoint) merge(sec *corev1.Secret, batch map[credentials.Key]credent
 		sec.Data = map[string][]byte{}
 	}
 	for k, v := range sec.Data {
-		if _, cred, err := decodeEntry(v); err != nil || !now.Before(cred.Expiry) {
+		if key, cred, err := decodeEntry(v); err != nil || !now.Before(cred.Expiry) || !c.current(key) {
 			delete(sec.Data, k)
 		}
 	}
 	for key, cred := range batch {
 		dk := entryKey(key)
-		if _, old, err := decodeEntry(sec.Data[dk]); err == nil && !cred.Expiry.After(old.Expiry) {
+		if oldKey, old, err := decodeEntry(sec.Data[dk]); err == nil && oldKey == key && !cred.Expiry.After(old.Expiry) {
 			continue
 		}
 		if b, err := encodeEntry(key, cred); err == nil {
@@ -235,6 +247,11 @@ func (c *Checkpoint) Load(ctx context.Context) (map[credentials.Key]credentials.
 			c.log.Info("skipping unreadable token checkpoint entry", "secret", c.key, "entry", name, "error", err.Error())
 			continue
 		}
+		if !c.current(key) {
+			c.log.Info("dropping token checkpoint entry of an earlier configuration (url, tokenTTL or AWS identity changed)",
+				"secret", c.key, "instance", key.Instance, "identity", key.Identity)
+			continue
+		}
 		if now.Before(cred.Expiry) {
 			out[key] = cred
 		}
@@ -257,20 +274,26 @@ func (c *Checkpoint) Seed(ctx context.Context, tokens Seeder) error {
 	return nil
 }
 
+// current reports whether key belongs to the running configuration.
+func (c *Checkpoint) current(key credentials.Key) bool { return c.keys == nil || c.keys[key] }
+
 // checkpointEntry is one credential in the checkpoint, stored under
 // entryKey as JSON. The token is a plain string here: credentials.Token
 // redacts itself when marshalled.
 type checkpointEntry struct {
-	Instance  string    `json:"instance"`
-	Identity  string    `json:"identity"`
-	Username  string    `json:"username"`
-	Token     string    `json:"token"`
-	IssuedAt  time.Time `json:"issuedAt"`
-	ExpiresAt time.Time `json:"expiresAt"`
+	Instance string `json:"instance"`
+	Identity string `json:"identity"`
+	// Fingerprint is the token's credentials.Fingerprint; entries
+	// written before it existed have none and match no current key.
+	Fingerprint string    `json:"fingerprint,omitempty"`
+	Username    string    `json:"username"`
+	Token       string    `json:"token"`
+	IssuedAt    time.Time `json:"issuedAt"`
+	ExpiresAt   time.Time `json:"expiresAt"`
 }
 
 func encodeEntry(key credentials.Key, cred credentials.Credential) ([]byte, error) {
-	return json.Marshal(checkpointEntry{Instance: key.Instance, Identity: key.Identity, Username: cred.Username,
+	return json.Marshal(checkpointEntry{Instance: key.Instance, Identity: key.Identity, Fingerprint: key.Fingerprint, Username: cred.Username,
 		Token: cred.Token.Reveal(), IssuedAt: cred.IssuedAt, ExpiresAt: cred.Expiry})
 }
 
@@ -280,7 +303,7 @@ func decodeEntry(b []byte) (credentials.Key, credentials.Credential, error) {
 	if err := json.Unmarshal(b, &e); err != nil {
 		return credentials.Key{}, credentials.Credential{}, errors.New("not a JSON checkpoint entry")
 	}
-	key := credentials.Key{Instance: e.Instance, Identity: e.Identity}
+	key := credentials.Key{Instance: e.Instance, Identity: e.Identity, Fingerprint: e.Fingerprint}
 	if key.Instance == "" || key.Identity == "" || e.Token == "" || !e.ExpiresAt.After(e.IssuedAt) {
 		return key, credentials.Credential{}, errors.New("checkpoint entry lacks instance, identity, token or a valid lifetime")
 	}

@@ -17,12 +17,14 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
@@ -35,6 +37,7 @@ const (
 	ReasonRefreshed           = "PullSecretRefreshed"
 	ReasonRestored            = "PullSecretRestored"
 	ReasonDeleted             = "PullSecretDeleted"
+	ReasonWriteFailed         = "PullSecretWriteFailed"
 	ReasonTokenExchangeFailed = "TokenExchangeFailed"
 )
 
@@ -65,6 +68,10 @@ type RefresherOptions struct {
 	// Reader is the informer cache: Namespaces as PartialObjectMetadata and
 	// managed Secrets only.
 	Reader client.Reader
+	// Secrets are the informer caches the managed Secrets are watched
+	// through (one per Secret name: see cmd's secretCaches); the manager's
+	// own cache when empty.
+	Secrets []cache.Cache
 	// Retry tells when a failed token source may be asked again.
 	Retry RetryState
 	// Ready, when set, is closed once the token cache has been seeded from
@@ -95,6 +102,7 @@ type RefresherOptions struct {
 type Refresher struct {
 	store     *Store
 	reader    client.Reader
+	secrets   []cache.Cache
 	retry     RetryState
 	ready     <-chan struct{}
 	recorder  events.EventRecorder
@@ -120,7 +128,7 @@ func NewRefresher(o RefresherOptions) (*Refresher, error) {
 		return nil, fmt.Errorf("pullsecret: namespaceLabel: %w", err)
 	}
 	r := &Refresher{
-		store: o.Store, reader: o.Reader, retry: o.Retry, ready: o.Ready, recorder: o.Recorder, metrics: o.Metrics,
+		store: o.Store, reader: o.Reader, secrets: o.Secrets, retry: o.Retry, ready: o.Ready, recorder: o.Recorder, metrics: o.Metrics,
 		log: o.Log, now: o.Now, nsKey: key, nsValue: value, cleanup: o.Config.Cleanup(),
 		instances: make(map[string]config.Instance, len(o.Config.Instances)),
 		wanted:    map[types.NamespacedName]bool{},
@@ -142,9 +150,15 @@ func NewRefresher(o RefresherOptions) (*Refresher, error) {
 // watches the managed Secrets (the label-selected informer) and the
 // Namespaces' labels (the metadata informer), both shared with admission.
 func (r *Refresher) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("pullsecret-refresher").
-		Watches(&corev1.Secret{}, r.secretEvents()).
+	b := ctrl.NewControllerManagedBy(mgr).Named("pullsecret-refresher")
+	caches := r.secrets
+	if len(caches) == 0 {
+		caches = []cache.Cache{mgr.GetCache()}
+	}
+	for _, c := range caches {
+		b = b.WatchesRawSource(source.Kind(c, client.Object(&corev1.Secret{}), r.secretEvents()))
+	}
+	return b.
 		Watches(namespaceObject(), handler.EnqueueRequestsFromMapFunc(r.secretsOf),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		// Every managed Secret waits in the queue for its next refresh
@@ -158,7 +172,7 @@ func (r *Refresher) SetupWithManager(mgr ctrl.Manager) error {
 // delete is remembered first: the cache keeps no trace of it.
 func (r *Refresher) secretEvents() handler.EventHandler {
 	enqueue := func(obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request], deleted bool) {
-		if _, ok := r.instances[obj.GetName()]; !ok || obj.GetLabels()[ManagedByLabel] != ManagedByValue {
+		if _, ok := r.instances[obj.GetName()]; !ok || !r.store.owns(obj) {
 			return
 		}
 		key := client.ObjectKeyFromObject(obj)
@@ -284,13 +298,32 @@ func (r *Refresher) optedOut(ctx context.Context, ns *metav1.PartialObjectMetada
 }
 
 // failed records a Sync failure and schedules the retry the token source's
-// backoff allows. A Secret name held by a Secret we do not manage is left
-// alone until it changes.
+// or the Secret's write backoff allows. A Secret name held by a Secret we
+// do not manage is left alone until it changes.
 func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, inst config.Instance, err error) (reconcile.Result, error) {
 	if errors.Is(err, ErrForeignSecret) {
 		r.log.Info("pull secret name is taken by an unmanaged Secret; not touching it", "namespace", ns.Name,
 			"instance", inst.Name, "secret", inst.SecretName)
 		return reconcile.Result{}, nil
+	}
+	var werr *WriteError
+	if errors.As(err, &werr) {
+		// The Store, not the controller's rate limiter, paces the writes
+		// of a Secret whose writes fail, whoever made them.
+		after := max(werr.RetryAt.Sub(r.now()), minRetry)
+		if werr.Held {
+			r.log.V(1).Info("pull secret backing off after failed writes", "namespace", ns.Name,
+				"instance", inst.Name, "secret", inst.SecretName, "retryAt", formatTime(werr.RetryAt))
+			return reconcile.Result{RequeueAfter: after}, nil
+		}
+		r.metrics.LifecycleAction(inst.Name, metrics.LifecycleFailed)
+		r.log.Info("could not write pull secret", "namespace", ns.Name, "instance", inst.Name,
+			"secret", inst.SecretName, "action", metrics.LifecycleFailed, "retryAt", formatTime(werr.RetryAt),
+			"error", err.Error())
+		r.event(ns, corev1.EventTypeWarning, ReasonWriteFailed, eventActionRefresh,
+			"could not write pull secret %s of instance %s (%d failed writes in a row; next attempt after %s): %v",
+			inst.SecretName, inst.Name, werr.Failures, formatTime(werr.RetryAt), werr.Err)
+		return reconcile.Result{RequeueAfter: after}, nil
 	}
 	r.metrics.LifecycleAction(inst.Name, metrics.LifecycleFailed)
 	if !errors.Is(err, ErrNoToken) {
@@ -340,7 +373,7 @@ func (r *Refresher) retryAfter(inst config.Instance) time.Duration {
 }
 
 func (r *Refresher) key(inst config.Instance) credentials.Key {
-	return credentials.Key{Instance: inst.Name, Identity: r.store.identity}
+	return r.store.key(inst)
 }
 
 func (r *Refresher) present(ctx context.Context, key types.NamespacedName) (bool, error) {
@@ -348,7 +381,7 @@ func (r *Refresher) present(ctx context.Context, key types.NamespacedName) (bool
 	if err != nil {
 		return false, fmt.Errorf("reading pull secret %s from cache: %w", key, err)
 	}
-	return sec != nil && isManaged(sec), nil
+	return sec != nil && r.store.owns(sec), nil
 }
 
 // remember records whether the Secret at key must be restored when missing.

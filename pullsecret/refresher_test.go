@@ -44,7 +44,12 @@ var optedInLabels = map[string]string{"artifactory-pull-webhook/inject": "enable
 
 func newRefresherHarness(t *testing.T, cleanup bool, objs ...client.Object) *refresherHarness {
 	t.Helper()
-	h := newHarness(t, interceptor.Funcs{}, objs...)
+	return refresherOn(t, newHarness(t, interceptor.Funcs{}, objs...), cleanup)
+}
+
+// refresherOn runs a Refresher on h's Store and API server.
+func refresherOn(t *testing.T, h *harness, cleanup bool) *refresherHarness {
+	t.Helper()
 	rh := &refresherHarness{harness: h, retry: &fakeRetry{}, events: events.NewFakeRecorder(10)}
 	r, err := NewRefresher(RefresherOptions{
 		Config: &config.Config{Instances: []config.Instance{instance()}, NamespaceLabel: config.DefaultNamespaceLabel,

@@ -2,6 +2,7 @@ package pullsecret
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -37,12 +38,23 @@ type Options struct {
 	// Identity is the AWS identity tokens are minted for
 	// (credentials.WebhookIdentity by default).
 	Identity string
+	// Fingerprints are the credentials.Fingerprint of each instance's
+	// tokens, by instance name (none when absent).
+	Fingerprints map[string]string
+	// Installation is config.Installation (config.DefaultInstallation when
+	// empty): the Store writes, refreshes and deletes only the managed
+	// Secrets of its installation; another's are foreign to it.
+	Installation string
 	// RefreshThreshold is the fraction of a token's lifetime left at which
 	// its Secret is rewritten (config.DefaultRefreshThreshold by default).
 	RefreshThreshold float64
-	Now              func() time.Time
-	Metrics          *metrics.Metrics
-	Log              logr.Logger
+	// WriteBackoff spaces out the refresher's writes of a Secret whose
+	// writes keep failing (see Store). Its Base defaults to
+	// DefaultWriteBackoffBase, its Cap to config.DefaultBackoffCap.
+	WriteBackoff credentials.Backoff
+	Now          func() time.Time
+	Metrics      *metrics.Metrics
+	Log          logr.Logger
 }
 
 // recentWrite bounds how long the Store trusts its own record of a write
@@ -51,6 +63,12 @@ type Options struct {
 // trusted for long.
 const recentWrite = 15 * time.Second
 
+// DefaultWriteBackoffBase is the refresher's wait after the first failed
+// write of a Secret (halved at most by jitter), doubled per further failure.
+// A write fails only once its own retries are spent (five attempts on
+// conflicts), so even the first failure is more than a blip.
+const DefaultWriteBackoffBase = 5 * time.Second
+
 // Store keeps one managed pull Secret per (namespace, instance) usable.
 //
 // Writes of one Secret are coalesced: concurrent callers share one write
@@ -58,12 +76,24 @@ const recentWrite = 15 * time.Second
 // would write the same content again trust the Store's record of it
 // instead of the stale cache. So a burst of admissions in a namespace, or
 // admissions racing the refresher, write each Secret once per rotation.
+//
+// Failing writes are coalesced too. A failed write (by either path) starts
+// a backoff for that Secret, cleared by the next successful write; the
+// refresher (Sync) attempts no write of it before the backoff ends and gets
+// a *WriteError with Held set instead. Admissions (Ensure) always try, since
+// their pod is at stake and they come no faster than pods are created; one
+// in flight is shared with every caller. So while the API server refuses a
+// Secret, it sees one write per admission (concurrent ones share it) and at
+// most one by the refresher per backoff step, never the two piling up.
 type Store struct {
 	reader    client.Reader
 	writer    client.Client
 	tokens    TokenSource
 	identity  string
+	prints    map[string]string // fingerprints by instance
+	install   string
 	threshold float64
+	backoff   credentials.Backoff
 	now       func() time.Time
 	metrics   *metrics.Metrics
 	log       logr.Logger
@@ -72,8 +102,47 @@ type Store struct {
 	mu        sync.Mutex
 	written   map[types.NamespacedName]writeRecord
 	lastSweep time.Time
+	failed    map[types.NamespacedName]writeFailure
 	digests   map[string]contentDigest // by instance
 }
+
+// writeFailure is the latest failed write of a Secret, until one succeeds.
+type writeFailure struct {
+	err      error
+	failures int       // consecutive failed writes, by any writer
+	retryAt  time.Time // the refresher writes again from then on
+}
+
+// WriteError is the error of a failed write of a managed Secret, and what
+// Sync returns without writing while the Secret backs off after one.
+type WriteError struct {
+	Err      error     // the latest write error
+	Failures int       // consecutive failed writes of this Secret, by either writer
+	RetryAt  time.Time // the refresher attempts no write before this time
+	Held     bool      // no write was attempted: the Secret was backing off
+}
+
+func (e *WriteError) Error() string {
+	if !e.Held {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("not written again before %s after %d consecutive failed writes: %v",
+		e.RetryAt.UTC().Format(time.RFC3339), e.Failures, e.Err)
+}
+
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// writer is who asks for a write: admissions always try, the refresher
+// waits out a Secret's write backoff.
+type writer struct {
+	name  string // the writer label of secret_writes_total
+	waits bool
+}
+
+var (
+	admissionWriter = writer{name: metrics.WriterAdmission}
+	refresherWriter = writer{name: metrics.WriterRefresher, waits: true}
+)
 
 // writeRecord is what the Store last wrote to a Secret, until the cache
 // shows it: the annotations that identify the content and its data digest.
@@ -89,15 +158,28 @@ func NewStore(o Options) *Store {
 		writer:    o.Writer,
 		tokens:    o.Tokens,
 		identity:  o.Identity,
+		prints:    o.Fingerprints,
+		install:   o.Installation,
 		threshold: o.RefreshThreshold,
 		now:       o.Now,
 		metrics:   o.Metrics,
 		log:       o.Log,
+		backoff:   o.WriteBackoff,
 		written:   map[types.NamespacedName]writeRecord{},
+		failed:    map[types.NamespacedName]writeFailure{},
 		digests:   map[string]contentDigest{},
+	}
+	if s.backoff.Base <= 0 {
+		s.backoff.Base = DefaultWriteBackoffBase
+	}
+	if s.backoff.Cap <= 0 {
+		s.backoff.Cap = config.DefaultBackoffCap
 	}
 	if s.identity == "" {
 		s.identity = credentials.WebhookIdentity
+	}
+	if s.install == "" {
+		s.install = config.DefaultInstallation
 	}
 	if s.threshold <= 0 || s.threshold >= 1 {
 		s.threshold = config.DefaultRefreshThreshold
@@ -125,7 +207,7 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	}
 	if cached != nil {
 		// The cache selects by label, so this only guards a misconfigured Reader.
-		if !isManaged(cached) {
+		if !s.owns(cached) {
 			return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, ErrForeignSecret)
 		}
 		if s.fresh(cached, inst) {
@@ -137,10 +219,19 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 		res.Action = ActionDryRun
 		return res, nil
 	}
+	// A still-valid Secret is the fallback when minting or writing fails,
+	// and also when either is too slow: stop waiting for them a little
+	// before the admission's deadline, so that the fallback still answers.
+	usable := cached != nil && s.valid(cached, inst)
+	if usable {
+		var cancel context.CancelFunc
+		ctx, cancel = withFallbackTime(ctx)
+		defer cancel()
+	}
 
-	cred, err := s.tokens.Get(ctx, credentials.Key{Instance: inst.Name, Identity: s.identity})
+	cred, err := s.tokens.Get(ctx, s.key(inst))
 	if err != nil {
-		if cached != nil && s.valid(cached, inst) {
+		if usable {
 			res.Action = ActionFallback
 			res.Warning = fmt.Sprintf("artifactory-pull-webhook: could not mint a new token for instance %q (%v); "+
 				"using pull secret %q, valid until %s", inst.Name, err, inst.SecretName, cached.Annotations[AnnotationExpiresAt])
@@ -163,7 +254,17 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
 	}
 	stale := func(cur *corev1.Secret) bool { return !s.fresh(cur, inst) }
-	res.Action, err = s.write(ctx, key, cached != nil, desired, stale)
+	res.Action, err = s.write(ctx, admissionWriter, key, cached != nil, desired, stale)
+	if err != nil && usable && !errors.Is(err, ErrForeignSecret) {
+		// The refresh could not be written; the Secret as it is still works.
+		res.Action = ActionFallback
+		res.Warning = fmt.Sprintf("artifactory-pull-webhook: could not write the refreshed pull secret of instance %q (%v); "+
+			"using pull secret %q as it is, valid until %s", inst.Name, err, inst.SecretName, cached.Annotations[AnnotationExpiresAt])
+		s.log.Info("pull secret write failed, keeping still-valid pull secret",
+			"namespace", namespace, "instance", inst.Name, "secret", inst.SecretName,
+			"action", res.Action, "error", err.Error())
+		return res, nil
+	}
 	if err != nil {
 		return res, fmt.Errorf("writing pull secret %s for instance %q: %w", key, inst.Name, err)
 	}
@@ -172,6 +273,26 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 			"secret", inst.SecretName, "action", res.Action, "expiresAt", formatTime(cred.Expiry))
 	}
 	return res, nil
+}
+
+// key is the token cache key of inst's tokens.
+func (s *Store) key(inst config.Instance) credentials.Key {
+	return credentials.Key{Instance: inst.Name, Identity: s.identity, Fingerprint: s.prints[inst.Name]}
+}
+
+// fallbackMargin is how long before the admission's deadline Ensure stops
+// waiting for a mint or a write when a still-valid Secret can answer instead
+// (at most a quarter of the time left).
+const fallbackMargin = 500 * time.Millisecond
+
+// withFallbackTime shortens ctx's deadline by the fallback margin.
+func withFallbackTime(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := min(fallbackMargin, time.Until(dl)/4)
+	return context.WithDeadline(ctx, dl.Add(-margin))
 }
 
 // cached returns the Secret from the cache, or nil when there is none. A
@@ -197,9 +318,16 @@ func (s *Store) cached(ctx context.Context, key types.NamespacedName) (*corev1.S
 // content unless stale says the current object needs no write. Concurrent
 // callers for one Secret share one write; a caller that only joined it, or
 // that would rewrite what the Store wrote moments ago, gets ActionReused.
-func (s *Store) write(ctx context.Context, key types.NamespacedName, exists bool, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
+// A failed write returns a *WriteError and starts the Secret's backoff; a
+// writer that waits gets a held *WriteError until the backoff ends.
+func (s *Store) write(ctx context.Context, w writer, key types.NamespacedName, exists bool, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
 	if s.recentlyWrote(key, desired) {
 		return ActionReused, nil
+	}
+	if w.waits {
+		if err := s.held(key); err != nil {
+			return "", err
+		}
 	}
 	ran := false // set only in the caller whose function the flight runs
 	v, err, _ := s.flights.Do(key.String(), func() (any, error) {
@@ -211,12 +339,20 @@ func (s *Store) write(ctx context.Context, key types.NamespacedName, exists bool
 		var action Action
 		var err error
 		if exists {
-			action, err = s.update(ctx, key, desired, stale)
+			action, err = s.update(ctx, w, key, desired, stale)
 		} else {
-			action, err = s.create(ctx, desired, stale)
+			action, err = s.create(ctx, w, desired, stale)
 		}
-		if err == nil && action != ActionReused {
-			s.rememberWrite(key, desired)
+		switch {
+		case errors.Is(err, ErrForeignSecret):
+			// Not a failed write: nothing was attempted.
+		case err != nil:
+			return action, s.writeFailed(key, err)
+		default:
+			s.writeSucceeded(key)
+			if action != ActionReused {
+				s.rememberWrite(key, desired)
+			}
 		}
 		return action, err
 	})
@@ -263,6 +399,46 @@ func (s *Store) forgetWrite(key types.NamespacedName) {
 	delete(s.written, key)
 }
 
+// held returns a held *WriteError while the Secret at key backs off after
+// a failed write, nil otherwise.
+func (s *Store) held(key types.NamespacedName) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.failed[key]
+	if !ok || !s.now().Before(f.retryAt) {
+		return nil
+	}
+	return &WriteError{Err: f.err, Failures: f.failures, RetryAt: f.retryAt, Held: true}
+}
+
+// writeFailed records a failed write of the Secret at key and returns it
+// as a *WriteError. Records whose backoff ended long ago (their Secrets saw
+// no write since) are dropped on the way.
+func (s *Store) writeFailed(key types.NamespacedName, err error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for k, f := range s.failed {
+		if now.Sub(f.retryAt) >= recentWrite {
+			delete(s.failed, k)
+		}
+	}
+	f := s.failed[key]
+	f.err, f.failures = err, f.failures+1
+	// Backoff.Delay waits from the second failure on; a write fails only
+	// after its own retries, so it waits from the first.
+	f.retryAt = now.Add(s.backoff.Delay(f.failures + 1))
+	s.failed[key] = f
+	return &WriteError{Err: err, Failures: f.failures, RetryAt: f.retryAt}
+}
+
+// writeSucceeded ends the backoff of the Secret at key.
+func (s *Store) writeSucceeded(key types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.failed, key)
+}
+
 func recordOf(sec *corev1.Secret, at time.Time) writeRecord {
 	return writeRecord{expiresAt: sec.Annotations[AnnotationExpiresAt], hosts: sec.Annotations[AnnotationHosts],
 		digest: DataDigest(sec.Data), at: at}
@@ -270,16 +446,16 @@ func recordOf(sec *corev1.Secret, at time.Time) writeRecord {
 
 // create writes a new Secret. AlreadyExists means the cache lagged behind
 // another writer or a foreign Secret holds the name: update resolves both.
-func (s *Store) create(ctx context.Context, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
+func (s *Store) create(ctx context.Context, w writer, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
 	err := s.writer.Create(ctx, desired)
-	s.metrics.SecretWrite("create", err)
+	s.metrics.SecretWrite(w.name, "create", err)
 	if err == nil {
 		return ActionCreated, nil
 	}
 	if !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("creating: %w", err)
 	}
-	return s.update(ctx, client.ObjectKeyFromObject(desired), desired, stale)
+	return s.update(ctx, w, client.ObjectKeyFromObject(desired), desired, stale)
 }
 
 // update rewrites the managed Secret at key with desired's content unless
@@ -288,7 +464,7 @@ func (s *Store) create(ctx context.Context, desired *corev1.Secret, stale func(*
 // data and every label and annotation the webhook does not own, which an
 // update would erase. Its resourceVersion guards the write; every conflict
 // re-reads the object, which may by then be fresh from another writer.
-func (s *Store) update(ctx context.Context, key types.NamespacedName, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
+func (s *Store) update(ctx context.Context, w writer, key types.NamespacedName, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
 	action := ActionUpdated
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		next := &corev1.Secret{}
@@ -298,7 +474,7 @@ func (s *Store) update(ctx context.Context, key types.NamespacedName, desired *c
 		// The digest annotation belongs to the cache: one found on the
 		// server was set by hand and is neither trusted nor kept.
 		delete(next.Annotations, AnnotationDataSHA256)
-		if !isManaged(next) {
+		if !s.owns(next) {
 			return ErrForeignSecret
 		}
 		if !stale(next) {
@@ -314,7 +490,7 @@ func (s *Store) update(ctx context.Context, key types.NamespacedName, desired *c
 		next.Data = desired.Data
 		next.StringData = nil
 		err := s.writer.Update(ctx, next)
-		s.metrics.SecretWrite("update", err)
+		s.metrics.SecretWrite(w.name, "update", err)
 		return err
 	})
 	if err != nil {
@@ -335,11 +511,13 @@ func (s *Store) build(namespace string, inst config.Instance, cred credentials.C
 			Namespace: namespace,
 			Labels:    map[string]string{ManagedByLabel: ManagedByValue},
 			Annotations: map[string]string{
-				AnnotationInstance:  inst.Name,
-				AnnotationIdentity:  s.identity,
-				AnnotationIssuedAt:  formatTime(cred.IssuedAt),
-				AnnotationExpiresAt: formatTime(cred.Expiry),
-				AnnotationHosts:     hostsValue(inst.RegistryHosts),
+				AnnotationInstallation: s.install,
+				AnnotationInstance:     inst.Name,
+				AnnotationIdentity:     s.identity,
+				AnnotationFingerprint:  s.prints[inst.Name],
+				AnnotationIssuedAt:     formatTime(cred.IssuedAt),
+				AnnotationExpiresAt:    formatTime(cred.Expiry),
+				AnnotationHosts:        hostsValue(inst.RegistryHosts),
 			},
 		},
 		Type: corev1.SecretTypeDockerConfigJson,
@@ -351,9 +529,9 @@ func (s *Store) build(namespace string, inst config.Instance, cred credentials.C
 // this store's identity; ok is false for any other Secret.
 func (s *Store) lifetime(sec *corev1.Secret, inst config.Instance) (issued, expires time.Time, ok bool) {
 	a := sec.Annotations
-	if !isManaged(sec) || sec.Type != corev1.SecretTypeDockerConfigJson || dataDigest(sec) == "" ||
+	if !s.owns(sec) || sec.Type != corev1.SecretTypeDockerConfigJson || dataDigest(sec) == "" ||
 		a[AnnotationInstance] != inst.Name || a[AnnotationIdentity] != s.identity ||
-		a[AnnotationHosts] != hostsValue(inst.RegistryHosts) {
+		a[AnnotationFingerprint] != s.prints[inst.Name] || a[AnnotationHosts] != hostsValue(inst.RegistryHosts) {
 		return time.Time{}, time.Time{}, false
 	}
 	issued, expires, err := parseLifetime(a)
@@ -393,6 +571,17 @@ func parseLifetime(a map[string]string) (issued, expires time.Time, err error) {
 }
 
 func isManaged(sec *corev1.Secret) bool { return sec.Labels[ManagedByLabel] == ManagedByValue }
+
+// owns reports whether obj is a managed Secret of this Store's installation.
+// A managed Secret without the installation annotation was written before
+// installations were told apart: it is the default installation's.
+func (s *Store) owns(obj metav1.Object) bool {
+	if obj.GetLabels()[ManagedByLabel] != ManagedByValue {
+		return false
+	}
+	got, ok := obj.GetAnnotations()[AnnotationInstallation]
+	return got == s.install || (!ok && s.install == config.DefaultInstallation)
+}
 
 func hostsValue(hosts []string) string { return strings.Join(hosts, ",") }
 

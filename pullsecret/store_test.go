@@ -33,6 +33,9 @@ const (
 
 var t0 = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 
+// testPrints are the token fingerprints the test Stores run with.
+var testPrints = map[string]string{"acme": "fp-acme"}
+
 func instance() config.Instance {
 	return config.Instance{
 		Name:          "acme",
@@ -149,10 +152,11 @@ func newHarness(t *testing.T, funcs interceptor.Funcs, objs ...client.Object) *h
 		},
 	})
 	h.store = NewStore(Options{
-		Reader: managedOnly{h.api},
-		Writer: writer,
-		Tokens: h.tokens,
-		Now:    func() time.Time { return h.now },
+		Reader:       managedOnly{h.api},
+		Writer:       writer,
+		Tokens:       h.tokens,
+		Fingerprints: testPrints,
+		Now:          func() time.Time { return h.now },
 	})
 	return h
 }
@@ -177,7 +181,7 @@ func (h *harness) secret(t *testing.T) *corev1.Secret {
 // managedSecret is a Secret as the store writes it for cred and hosts.
 func managedSecret(t *testing.T, cred credentials.Credential, hosts []string) *corev1.Secret {
 	t.Helper()
-	s, err := NewStore(Options{}).build(ns, config.Instance{Name: "acme", SecretName: "artifactory-pull", RegistryHosts: hosts}, cred)
+	s, err := NewStore(Options{Fingerprints: testPrints}).build(ns, config.Instance{Name: "acme", SecretName: "artifactory-pull", RegistryHosts: hosts}, cred)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,11 +207,13 @@ func TestEnsureCreatesSecretForEveryHostWhenMissing(t *testing.T) {
 		t.Errorf("labels = %v", s.Labels)
 	}
 	wantAnn := map[string]string{
-		AnnotationInstance:  "acme",
-		AnnotationIdentity:  credentials.WebhookIdentity,
-		AnnotationIssuedAt:  "2026-05-01T12:00:00Z",
-		AnnotationExpiresAt: "2026-05-01T13:00:00Z",
-		AnnotationHosts:     "acme.jfrog.io,*.acme.jfrog.io,docker.acme.example:5000",
+		AnnotationInstallation: config.DefaultInstallation,
+		AnnotationInstance:     "acme",
+		AnnotationIdentity:     credentials.WebhookIdentity,
+		AnnotationFingerprint:  "fp-acme",
+		AnnotationIssuedAt:     "2026-05-01T12:00:00Z",
+		AnnotationExpiresAt:    "2026-05-01T13:00:00Z",
+		AnnotationHosts:        "acme.jfrog.io,*.acme.jfrog.io,docker.acme.example:5000",
 	}
 	if !reflect.DeepEqual(s.Annotations, wantAnn) {
 		t.Errorf("annotations = %v, want %v", s.Annotations, wantAnn)

@@ -43,10 +43,10 @@ func (s *Store) Sync(ctx context.Context, namespace string, inst config.Instance
 	if err != nil {
 		return res, fmt.Errorf("reading pull secret %s for instance %q from cache: %w", key, inst.Name, err)
 	}
-	if cur != nil && !isManaged(cur) {
+	if cur != nil && !s.owns(cur) {
 		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, ErrForeignSecret)
 	}
-	cred, err := s.tokens.Get(ctx, credentials.Key{Instance: inst.Name, Identity: s.identity})
+	cred, err := s.tokens.Get(ctx, s.key(inst))
 	if err != nil {
 		return res, fmt.Errorf("pull secret %s: %w for instance %q: %w", key, ErrNoToken, inst.Name, err)
 	}
@@ -64,12 +64,12 @@ func (s *Store) Sync(ctx context.Context, namespace string, inst config.Instance
 	switch {
 	case cur == nil:
 		res.Restored = true
-		res.Action, err = s.write(ctx, key, false, desired, stale)
+		res.Action, err = s.write(ctx, refresherWriter, key, false, desired, stale)
 	case !stale(cur):
 		res.Action = ActionReused
 	default:
 		res.Restored = edited(cur, desired)
-		res.Action, err = s.write(ctx, key, true, desired, stale)
+		res.Action, err = s.write(ctx, refresherWriter, key, true, desired, stale)
 	}
 	if err != nil {
 		return res, fmt.Errorf("writing pull secret %s for instance %q: %w", key, inst.Name, err)
@@ -91,12 +91,12 @@ func (s *Store) Delete(ctx context.Context, namespace string, inst config.Instan
 	if err != nil {
 		return false, fmt.Errorf("reading pull secret %s for instance %q from cache: %w", key, inst.Name, err)
 	}
-	if cur == nil || !isManaged(cur) {
+	if cur == nil || !s.owns(cur) {
 		return false, nil
 	}
 	uid, rv := cur.UID, cur.ResourceVersion
 	err = s.writer.Delete(ctx, cur, client.Preconditions{UID: &uid, ResourceVersion: &rv})
-	s.metrics.SecretWrite("delete", err)
+	s.metrics.SecretWrite(refresherWriter.name, "delete", err)
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}
@@ -111,8 +111,9 @@ func (s *Store) Delete(ctx context.Context, namespace string, inst config.Instan
 // data digest is computed once per credential, not once per namespace.
 func (s *Store) carries(cur *corev1.Secret, inst config.Instance, cred credentials.Credential) bool {
 	a := cur.Annotations
-	if cur.Type != corev1.SecretTypeDockerConfigJson || !isManaged(cur) || a[AnnotationInstance] != inst.Name ||
-		a[AnnotationIdentity] != s.identity || a[AnnotationHosts] != hostsValue(inst.RegistryHosts) ||
+	if cur.Type != corev1.SecretTypeDockerConfigJson || !s.owns(cur) || a[AnnotationInstance] != inst.Name ||
+		a[AnnotationIdentity] != s.identity || a[AnnotationFingerprint] != s.prints[inst.Name] ||
+		a[AnnotationHosts] != hostsValue(inst.RegistryHosts) ||
 		a[AnnotationIssuedAt] != formatTime(cred.IssuedAt) || a[AnnotationExpiresAt] != formatTime(cred.Expiry) {
 		return false
 	}

@@ -25,7 +25,7 @@ var managedLabels = map[string]string{ManagedByLabel: ManagedByValue}
 
 // cachedAnnotations are the annotations a cached Secret keeps, in the order
 // of annotationValues.
-var cachedAnnotations = [...]string{AnnotationInstance, AnnotationIdentity, AnnotationIssuedAt, AnnotationExpiresAt,
+var cachedAnnotations = [...]string{AnnotationInstallation, AnnotationInstance, AnnotationIdentity, AnnotationFingerprint, AnnotationIssuedAt, AnnotationExpiresAt,
 	AnnotationHosts, AnnotationDataSHA256}
 
 type annotationValues [len(cachedAnnotations)]string

@@ -12,6 +12,12 @@ const (
 	AnnotationInstance = "artifactory-pull-webhook/instance"
 	// AnnotationIdentity names the AWS identity the token was minted for.
 	AnnotationIdentity = "artifactory-pull-webhook/identity"
+	// AnnotationFingerprint is the token's credentials.Fingerprint (URL,
+	// TTL and signing identity): a Secret of another fingerprint is rewritten.
+	AnnotationFingerprint = "artifactory-pull-webhook/token-fingerprint"
+	// AnnotationInstallation names the installation (config.Installation)
+	// that owns the Secret; one without it belongs to the default one.
+	AnnotationInstallation = "artifactory-pull-webhook/installation"
 	// AnnotationIssuedAt and AnnotationExpiresAt carry the token's lifetime
 	// (RFC 3339), so freshness is known without decoding the data.
 	AnnotationIssuedAt  = "artifactory-pull-webhook/issued-at"

@@ -174,7 +174,7 @@ func (h *Handler) review(ctx context.Context, req admission.Request, d *decision
 	matched, warnings := h.matchImages(p)
 	if len(matched) == 0 {
 		d.outcome = metrics.OutcomeSkippedNoMatch
-		return admission.Allowed("").WithWarnings(warnings...)
+		return admission.Allowed("").WithWarnings(cleanWarnings(warnings)...)
 	}
 	for _, i := range matched {
 		d.instances = append(d.instances, h.instances[i].Name)
@@ -190,7 +190,7 @@ func (h *Handler) review(ctx context.Context, req admission.Request, d *decision
 	if failed && len(ops) == 0 {
 		d.outcome = metrics.OutcomeFailedOpen
 	}
-	return admission.Patched("", ops...).WithWarnings(warnings...)
+	return admission.Patched("", ops...).WithWarnings(cleanWarnings(warnings)...)
 }
 
 // pullSecrets ensures the Secret of each matched instance and returns the
@@ -216,6 +216,16 @@ func (h *Handler) pullSecrets(ctx context.Context, ns *metav1.PartialObjectMetad
 		}
 	}
 	return names, failed
+}
+
+// cleanWarnings makes every warning one the API server passes on to the
+// client: it drops a warning holding a control character or invalid UTF-8,
+// which error bodies of Artifactory or a proxy may carry.
+func cleanWarnings(warnings []string) []string {
+	for i, w := range warnings {
+		warnings[i] = pullsecret.CleanText(w)
+	}
+	return warnings
 }
 
 func isPodCreate(req admission.Request) bool {

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,12 +12,14 @@ import (
 )
 
 // Matcher maps an image reference to the configured instance serving its
-// registry host. Its patterns are fixed by NewMatcher; it is safe for
+// registry host. It matches a host as kubelet matches the keys of the pull
+// Secret the instance gets, so that a matched pod is patched with a Secret
+// kubelet will use. Its patterns are fixed by NewMatcher; it is safe for
 // concurrent use.
 type Matcher struct {
 	names     []string
-	exact     map[string]int // "host" or "host:port", lowercase → instance index
-	wildcards []wildcard     // most specific suffix first
+	exact     map[string]int   // "host" or "host:port", lowercase → instance index
+	wildcards map[wildcard]int // "*.suffix[:port]" → instance index
 
 	// known memoizes match for valid references (image → instance index or
 	// -1). Parsing a reference runs distribution/reference's regular
@@ -31,27 +32,40 @@ type Matcher struct {
 // maxKnownImages bounds Matcher.known (a few hundred KiB at most).
 const maxKnownImages = 4096
 
-// wildcard is a "*.suffix[:port]" pattern. suffix keeps its leading dot, so
-// "*.jfrog.io" cannot match "jfrog.io" or "evil-jfrog.io".
+// wildcard is a "*.suffix[:port]" pattern, lowercase, without the "*.".
 type wildcard struct {
-	suffix   string
-	port     string
-	instance int
+	suffix string
+	port   string
 }
 
 // NewMatcher precomputes the host patterns of instances. Patterns are host,
-// host:port or *.suffix[:port], compared case-insensitively. When patterns
-// overlap, an exact host beats a wildcard and a longer wildcard suffix beats
-// a shorter one; otherwise the first instance in config order wins.
+// host:port or *.suffix[:port] and match as kubelet's credential keyring
+// matches a dockerconfig key: the port must be the same (a pattern without
+// port matches only an image without port), and "*" stands for exactly one
+// DNS label, so "*.jfrog.io" matches a.jfrog.io but neither jfrog.io nor
+// a.b.jfrog.io. Patterns are lowercased (as the Secret's keys are); an image
+// host is compared as written, case-sensitively like kubelet, so one in upper
+// case matches nothing: kubelet would not apply the Secret to it. When
+// patterns overlap, an exact host beats a wildcard; otherwise the first
+// instance in config order wins. (Two different wildcards never match the
+// same host: each fixes every label but the first.)
 func NewMatcher(instances []config.Instance) *Matcher {
-	m := &Matcher{exact: map[string]int{}}
+	m := &Matcher{exact: map[string]int{}, wildcards: map[wildcard]int{}}
 	for i, in := range instances {
 		m.names = append(m.names, in.Name)
 		for _, h := range in.RegistryHosts {
 			h = strings.ToLower(strings.TrimSpace(h))
 			if rest, ok := strings.CutPrefix(h, "*."); ok {
 				host, port := splitPort(rest)
-				m.wildcards = append(m.wildcards, wildcard{suffix: "." + host, port: port, instance: i})
+				if _, dup := m.wildcards[wildcard{host, port}]; !dup {
+					m.wildcards[wildcard{host, port}] = i
+				}
+				continue
+			}
+			if strings.HasSuffix(h, "]") {
+				// kubelet globs each label and, without a port, keeps the
+				// brackets: "[v6]" reads as a character class and never
+				// matches an IPv6 literal.
 				continue
 			}
 			if _, dup := m.exact[h]; !dup {
@@ -59,7 +73,6 @@ func NewMatcher(instances []config.Instance) *Matcher {
 			}
 		}
 	}
-	slices.SortStableFunc(m.wildcards, func(a, b wildcard) int { return len(b.suffix) - len(a.suffix) })
 	return m
 }
 
@@ -91,15 +104,18 @@ func (m *Matcher) match(image string) (int, error) {
 	return i, nil
 }
 
+// matchDomain matches a registry domain, "host[:port]", as it comes out of a
+// parsed reference (no trailing dot, no empty label).
 func (m *Matcher) matchDomain(domain string) int {
-	domain = strings.ToLower(domain) // no allocation when already lowercase
 	if i, ok := m.exact[domain]; ok {
 		return i
 	}
 	host, port := splitPort(domain)
-	for _, w := range m.wildcards {
-		if w.port == port && strings.HasSuffix(host, w.suffix) {
-			return w.instance
+	// kubelet splits both hosts on "." and globs label by label: "*" takes
+	// the first label, and the rest must equal the suffix.
+	if _, suffix, ok := strings.Cut(host, "."); ok {
+		if i, ok := m.wildcards[wildcard{suffix, port}]; ok {
+			return i
 		}
 	}
 	return -1

@@ -10,9 +10,10 @@ import (
 )
 
 // FuzzMatch checks Matcher against the rule the README states, written out
-// independently: the image's registry domain equals a configured host
-// (case-insensitively) or, for "*.suffix", is a strict subdomain of suffix
-// with the same port. Unparseable images are errors, never matches.
+// independently: the image's registry domain equals a configured
+// (lowercased) host or, for "*.suffix", is suffix with exactly one more
+// label and the same port (kubelet's keyring rule). Unparseable images are
+// errors, never matches.
 func FuzzMatch(f *testing.F) {
 	for _, s := range []string{
 		"artifactory.example.com/team/app:1.0",
@@ -21,7 +22,7 @@ func FuzzMatch(f *testing.F) {
 		"team.jfrog.example.io/a/b:c",
 		"jfrog.example.io/a",
 		"evil-jfrog.example.io/a",
-		"a.b.jfrog.example.io:443/x",
+		"a.b.jfrog.example.io:443/x", "a.b.jfrog.example.io/x", "TEAM.jfrog.example.io/x",
 		"nginx", "localhost:5000/x", "[::1]:5000/x", "Upper/Case",
 		"xn--bcher-kva.jfrog.example.io/x", "ünïcode.jfrog.example.io/x", "",
 		"artifactory.example.com/" + strings.Repeat("a/", 200) + "x",
@@ -55,7 +56,7 @@ func FuzzMatch(f *testing.F) {
 func expectedInstance(instances []config.Instance, domain string) (string, bool) {
 	for _, in := range instances {
 		for _, h := range in.RegistryHosts {
-			if strings.EqualFold(h, domain) {
+			if h == domain {
 				return in.Name, true
 			}
 		}
@@ -75,8 +76,8 @@ func expectedInstance(instances []config.Instance, domain string) (string, bool)
 			if i := strings.LastIndexByte(pattern, ':'); i >= 0 {
 				pHost, pPort = pattern[:i], pattern[i+1:]
 			}
-			lower := strings.ToLower(host)
-			if pPort == port && len(lower) > len(pHost)+1 && strings.HasSuffix(lower, "."+pHost) && len(pHost) > bestLen {
+			_, rest, found := strings.Cut(host, ".")
+			if pPort == port && found && rest == pHost && bestLen < 0 {
 				best, bestLen = in.Name, len(pHost)
 			}
 		}

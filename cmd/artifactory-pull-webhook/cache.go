@@ -5,21 +5,19 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
-	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
 
 // cacheOptions keeps the informer caches to what the webhook reads, so that
-// memory grows little with the number of namespaces: managed Secrets only
-// (never every Secret of the cluster), reduced to their metadata and a
-// digest of their data (pullsecret.SecretTransform: no token is cached),
-// and Namespaces as metadata reduced to the opt-in label.
+// memory grows little with the number of namespaces: Namespaces as metadata
+// reduced to the opt-in label. Managed Secrets have caches of their own, one
+// per configured name (secretCaches), reduced to their metadata and a digest
+// of their data (pullsecret.SecretTransform: no token is cached).
 //
 // Reads of both skip the deep copy: nothing mutates what it reads from the
 // cache (the Store updates an object read from the API server; shown by
@@ -31,11 +29,9 @@ func cacheOptions(cfg *config.Config) (cache.Options, error) {
 	if err != nil {
 		return cache.Options{}, err
 	}
-	managed := labels.SelectorFromSet(labels.Set{pullsecret.ManagedByLabel: pullsecret.ManagedByValue})
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}:  {Label: managed, Transform: pullsecret.SecretTransform(), UnsafeDisableDeepCopy: ptr.To(true)},
 			namespaceObject(): {Transform: namespaceTransform(key, value), UnsafeDisableDeepCopy: ptr.To(true)},
 		},
 	}, nil

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -116,6 +117,10 @@ func run(ctx context.Context, f flags) error {
 			TLSOpts: tlsOpts,
 		}),
 		Cache: cacheOpts,
+		// Secrets are read from the per-name caches (secretCaches) or
+		// directly: never through an informer of every Secret, which the
+		// chart's RBAC forbids.
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 	}
 	if refresh.elected {
 		f.leader.apply(&opts)
@@ -132,6 +137,10 @@ func run(ctx context.Context, f flags) error {
 			return err
 		}
 	}
+	secrets, err := newSecretCaches(mgr, restCfg, cfg)
+	if err != nil {
+		return err
+	}
 	// Writes, and the reads that must see the API server rather than the
 	// label-filtered cache, go through a direct client.
 	direct, err := client.New(restCfg, client.Options{Scheme: scheme, HTTPClient: mgr.GetHTTPClient()})
@@ -139,7 +148,13 @@ func run(ctx context.Context, f flags) error {
 		return fmt.Errorf("creating API client: %w", err)
 	}
 
-	checkpoint, err := newCheckpoint(direct, f.leader.namespace, f.checkpoint)
+	awsOpts := credentials.AWSOptions{
+		AuthType:    credentials.AuthType(cfg.AWS.AuthType),
+		Region:      cfg.AWS.Region,
+		STSEndpoint: cfg.AWS.STSEndpoint,
+	}
+	prints, keys := fingerprints(cfg, awsOpts)
+	checkpoint, err := newCheckpoint(direct, f.leader.namespace, f.checkpoint, keys)
 	if err != nil {
 		return err
 	}
@@ -152,16 +167,18 @@ func run(ctx context.Context, f flags) error {
 			"--leader-election-namespace or set POD_NAMESPACE. A restart exchanges new tokens.")
 	}
 	m := metrics.New(crmetrics.Registry)
-	tokens, err := newTokenCache(ctx, cfg, m, checkpoint)
+	tokens, err := newTokenCache(ctx, cfg, awsOpts, m, checkpoint)
 	if err != nil {
 		return err
 	}
 	store := pullsecret.NewStore(pullsecret.Options{
-		Reader:           mgr.GetClient(),
+		Reader:           secrets,
 		Writer:           direct,
 		Tokens:           tokens,
 		Identity:         credentials.WebhookIdentity,
+		Fingerprints:     prints,
 		RefreshThreshold: cfg.RefreshThreshold,
+		WriteBackoff:     credentials.Backoff{Cap: cfg.BackoffCap.Duration},
 		Metrics:          m,
 		Log:              ctrl.Log.WithName("pullsecret"),
 	})
@@ -170,7 +187,7 @@ func run(ctx context.Context, f flags) error {
 		Namespaces: mgr.GetClient(),
 		APIReader:  mgr.GetAPIReader(),
 		Secrets:    store,
-		Recorder:   mgr.GetEventRecorder(name),
+		Recorder:   pullsecret.FittingNotes(mgr.GetEventRecorder(name)),
 		Metrics:    m,
 		Log:        ctrl.Log.WithName("admission"),
 	})
@@ -183,7 +200,7 @@ func run(ctx context.Context, f flags) error {
 
 	// Warm the caches and seed the token cache from the checkpoint before
 	// reporting ready, so a restart makes no new exchange.
-	warm := &warmup{mgr: mgr, checkpoint: checkpoint, tokens: tokens, done: make(chan struct{})}
+	warm := &warmup{mgr: mgr, secrets: secrets, checkpoint: checkpoint, tokens: tokens, done: make(chan struct{})}
 	if err := mgr.Add(warm); err != nil {
 		return err
 	}
@@ -191,10 +208,11 @@ func run(ctx context.Context, f flags) error {
 		refresher, err := pullsecret.NewRefresher(pullsecret.RefresherOptions{
 			Config:   cfg,
 			Store:    store,
-			Reader:   mgr.GetClient(),
+			Reader:   secrets,
+			Secrets:  secrets.Caches(),
 			Retry:    tokens,
 			Ready:    warm.done,
-			Recorder: mgr.GetEventRecorder(name),
+			Recorder: pullsecret.FittingNotes(mgr.GetEventRecorder(name)),
 			Metrics:  m,
 			Log:      ctrl.Log.WithName("refresher"),
 		})
@@ -223,24 +241,33 @@ func run(ctx context.Context, f flags) error {
 	return mgr.Start(ctx)
 }
 
+// fingerprints returns each instance's token fingerprint (by instance name)
+// and the token keys of the configuration.
+func fingerprints(cfg *config.Config, o credentials.AWSOptions) (map[string]string, []credentials.Key) {
+	signer := credentials.SigningIdentity(o)
+	prints := make(map[string]string, len(cfg.Instances))
+	keys := make([]credentials.Key, 0, len(cfg.Instances))
+	for _, in := range cfg.Instances {
+		prints[in.Name] = credentials.Fingerprint(in.URL, in.TokenTTL.Duration, signer)
+		keys = append(keys, credentials.Key{Instance: in.Name, Identity: credentials.WebhookIdentity, Fingerprint: prints[in.Name]})
+	}
+	return prints, keys
+}
+
 // newCheckpoint returns the token checkpoint in namespace, or nil when the
-// namespace is unknown.
-func newCheckpoint(c client.Client, namespace, name string) (*pullsecret.Checkpoint, error) {
+// namespace is unknown. Entries of keys other than keys are dropped.
+func newCheckpoint(c client.Client, namespace, name string, keys []credentials.Key) (*pullsecret.Checkpoint, error) {
 	if namespace == "" {
 		return nil, nil
 	}
 	return pullsecret.NewCheckpoint(pullsecret.CheckpointOptions{Client: c, Namespace: namespace, Name: name,
-		Log: ctrl.Log.WithName("checkpoint")})
+		Keys: keys, Log: ctrl.Log.WithName("checkpoint")})
 }
 
 // newTokenCache builds one signed exchange per configured instance behind a
 // shared cache, whose mints go to checkpoint (when not nil).
-func newTokenCache(ctx context.Context, cfg *config.Config, m *metrics.Metrics, checkpoint *pullsecret.Checkpoint) (*credentials.Cache, error) {
-	aws, err := credentials.AWSCredentials(ctx, credentials.AWSOptions{
-		AuthType:    credentials.AuthType(cfg.AWS.AuthType),
-		Region:      cfg.AWS.Region,
-		STSEndpoint: cfg.AWS.STSEndpoint,
-	})
+func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.AWSOptions, m *metrics.Metrics, checkpoint *pullsecret.Checkpoint) (*credentials.Cache, error) {
+	aws, err := credentials.AWSCredentials(ctx, awsOpts)
 	if err != nil {
 		return nil, fmt.Errorf("aws: %w", err)
 	}

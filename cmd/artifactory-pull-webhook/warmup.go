@@ -5,19 +5,18 @@ import (
 	"errors"
 	"net/http"
 
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
 
-// warmup starts the Namespace and Secret informers, waits for them to sync
+// warmup starts the Namespace and per-name Secret informers, waits for them to sync
 // and seeds the token cache from the checkpoint (never from the managed
 // Secrets, which tenants can write). Every replica runs it (no leader
 // election): each serves admissions from its own caches.
 type warmup struct {
 	mgr        manager.Manager
+	secrets    *secretCaches
 	checkpoint *pullsecret.Checkpoint // nil: nothing to seed from
 	tokens     pullsecret.Seeder
 	done       chan struct{}
@@ -25,13 +24,14 @@ type warmup struct {
 
 func (w *warmup) Start(ctx context.Context) error {
 	c := w.mgr.GetCache()
-	for _, obj := range []client.Object{namespaceObject(), &corev1.Secret{}} {
-		if _, err := c.GetInformer(ctx, obj); err != nil {
-			return err
-		}
+	if _, err := c.GetInformer(ctx, namespaceObject()); err != nil {
+		return err
 	}
 	if !c.WaitForCacheSync(ctx) {
 		return errors.New("caches did not sync")
+	}
+	if err := w.secrets.WaitForSync(ctx); err != nil {
+		return err
 	}
 	if w.checkpoint != nil {
 		if err := w.checkpoint.Seed(ctx, w.tokens); err != nil {

@@ -59,8 +59,55 @@ func chartRBAC(t *testing.T) {
 			t.Fatal(err)
 		}
 		objs := render(t, release, harness.WebhookNamespace, values)
-		apply(t, stack.Cluster.Client, only(objs, "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"))
+		apply(t, stack.Cluster.Client, only(objs, "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+			"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"))
+		waitForSecretPolicy(t)
 	})
+}
+
+// secretPolicyMessage is how the chart's ValidatingAdmissionPolicy starts
+// its refusal of a Secret write by the webhook's ServiceAccount.
+const secretPolicyMessage = "artifactory-pull-webhook may write only its pull Secrets"
+
+// deniedByPolicy reports whether err is the chart's policy refusing a write.
+func deniedByPolicy(err error) bool {
+	return err != nil && strings.Contains(err.Error(), secretPolicyMessage)
+}
+
+// waitForSecretPolicy waits until the API server enforces the chart's
+// Secret write policy (it loads policies from a watch): a dry-run create of
+// an Opaque Secret as the ServiceAccount is refused.
+func waitForSecretPolicy(t *testing.T) {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(asServiceAccount())
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "policy-probe", Namespace: "default"}}
+	err = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true,
+		func(ctx context.Context) (bool, error) {
+			_, err := cs.CoreV1().Secrets("default").Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return deniedByPolicy(err), nil
+		})
+	if err != nil {
+		t.Fatalf("the chart's Secret write policy is not enforced: %v", err)
+	}
+}
+
+// pullSecret is a Secret the webhook may write: a configured name, type
+// kubernetes.io/dockerconfigjson, the managed-by label.
+func pullSecret(t *testing.T, ns, name string) *corev1.Secret {
+	t.Helper()
+	data, err := pullsecret.DockerConfigJSON([]string{"registry.test"}, "user", credentials.NewToken("tok"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
+			Labels: map[string]string{pullsecret.ManagedByLabel: pullsecret.ManagedByValue}},
+		Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: data},
+	}
 }
 
 // asServiceAccount is the admin config impersonating the chart's
@@ -125,27 +172,68 @@ func TestChartServiceAccountCanMakeEveryCallOfTheWebhookAndReadNoOtherSecret(t *
 	w, err := cs.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{})
 	watchOnce("watch namespaces", w, err)
 
-	// Managed Secrets: the informer lists and watches them by label.
-	managed := metav1.ListOptions{LabelSelector: pullsecret.ManagedByLabel + "=" + pullsecret.ManagedByValue}
-	_, err = cs.CoreV1().Secrets("").List(ctx, managed)
-	must("list managed secrets", err)
-	w, err = cs.CoreV1().Secrets("").Watch(ctx, managed)
-	watchOnce("watch managed secrets", w, err)
+	// Managed Secrets: one informer per configured name lists and watches
+	// with a metadata.name field selector, which RBAC's resourceNames
+	// authorizes; without it (any label selector) nothing can be listed.
+	managed := pullsecret.ManagedByLabel + "=" + pullsecret.ManagedByValue
+	for _, name := range []string{"artifactory-pull", "artifactory-pull-burst", "artifactory-pull-faulty"} {
+		byName := metav1.ListOptions{LabelSelector: managed, FieldSelector: "metadata.name=" + name}
+		_, err = cs.CoreV1().Secrets("").List(ctx, byName)
+		must("list managed secrets named "+name, err)
+		w, err = cs.CoreV1().Secrets("").Watch(ctx, byName)
+		watchOnce("watch managed secrets named "+name, w, err)
+	}
+	_, err = cs.CoreV1().Secrets("").List(ctx, metav1.ListOptions{LabelSelector: managed})
+	forbidden("list secrets by the managed-by label alone", err)
+	_, err = cs.CoreV1().Secrets("").Watch(ctx, metav1.ListOptions{LabelSelector: managed})
+	forbidden("watch secrets by the managed-by label alone", err)
+	_, err = cs.CoreV1().Secrets("").List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=db-password"})
+	forbidden("list secrets of another name", err)
+	_, err = cs.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+	forbidden("list the secrets of one namespace", err)
 
 	// The pull Secret's lifecycle in a namespace.
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "artifactory-pull", Namespace: ns}}
-	_, err = cs.CoreV1().Secrets(ns).Create(ctx, sec, metav1.CreateOptions{})
+	_, err = cs.CoreV1().Secrets(ns).Create(ctx, pullSecret(t, ns, "artifactory-pull"), metav1.CreateOptions{})
 	must("create the pull secret", err)
 	got, err := cs.CoreV1().Secrets(ns).Get(ctx, "artifactory-pull", metav1.GetOptions{})
 	must("get the pull secret", err)
 	if err == nil {
 		got.Annotations = map[string]string{"updated": "yes"}
-		_, err = cs.CoreV1().Secrets(ns).Update(ctx, got, metav1.UpdateOptions{})
+		updated, err := cs.CoreV1().Secrets(ns).Update(ctx, got, metav1.UpdateOptions{})
 		must("update the pull secret", err)
+		if err == nil {
+			got = updated
+		}
+		got.Labels = nil
+		_, err = cs.CoreV1().Secrets(ns).Update(ctx, got, metav1.UpdateOptions{})
+		if !deniedByPolicy(err) {
+			t.Errorf("update dropping the managed-by label: got %v, want the policy's refusal", err)
+		}
 	}
 	_, err = cs.CoreV1().Secrets(ns).Patch(ctx, "artifactory-pull", types.MergePatchType, []byte(`{"metadata":{"labels":{"p":"1"}}}`), metav1.PatchOptions{})
-	must("patch the pull secret", err)
+	forbidden("patch the pull secret (the webhook only updates)", err)
 	must("delete the pull secret", cs.CoreV1().Secrets(ns).Delete(ctx, "artifactory-pull", metav1.DeleteOptions{}))
+
+	// Creates the policy refuses: RBAC allows create of any Secret, the
+	// ValidatingAdmissionPolicy only the webhook's own kinds of Secret.
+	opaque := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "artifactory-pull", Namespace: ns}}
+	saToken := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "artifactory-pull", Namespace: ns,
+		Annotations: map[string]string{corev1.ServiceAccountNameKey: "default"}}, Type: corev1.SecretTypeServiceAccountToken}
+	unlabelled := pullSecret(t, ns, "artifactory-pull")
+	unlabelled.Labels = nil
+	for what, sec := range map[string]*corev1.Secret{
+		"an Opaque Secret of a pull secret's name":               opaque,
+		"a service-account-token Secret":                         saToken,
+		"a dockerconfigjson Secret of another name":              pullSecret(t, ns, "db-password"),
+		"a dockerconfigjson Secret without the managed-by label": unlabelled,
+		"an Opaque Secret of the checkpoint's name elsewhere": {ObjectMeta: metav1.ObjectMeta{
+			Name: pullsecret.DefaultCheckpointSecret, Namespace: ns}},
+	} {
+		_, err := cs.CoreV1().Secrets(ns).Create(ctx, sec, metav1.CreateOptions{})
+		if !deniedByPolicy(err) {
+			t.Errorf("create %s as the chart's ServiceAccount: got %v, want the policy's refusal", what, err)
+		}
+	}
 
 	// Events on the namespace, both APIs.
 	_, err = cs.CoreV1().Events(ns).Create(ctx, &corev1.Event{

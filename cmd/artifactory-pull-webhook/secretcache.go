@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
+)
+
+// secretCaches holds one informer cache per configured pull Secret name.
+// Each lists and watches the Secrets of that name only, with a
+// metadata.name field selector (still selected by the managed-by label and
+// reduced by pullsecret.SecretTransform). Kubernetes authorizes a list or
+// watch carrying such a selector as a request for that name, so RBAC can
+// grant list/watch with resourceNames: the webhook's ServiceAccount cannot
+// list any other Secret, whatever label selector it sends.
+//
+// As a client.Reader it answers Secret reads from the cache of the
+// requested name (NotFound for any other name) and Secret lists from all of
+// them; every other kind goes to next (the manager's cache).
+type secretCaches struct {
+	byName map[string]cache.Cache
+	names  []string // config order
+	next   client.Reader
+}
+
+// newSecretCaches builds a cache per Secret name of cfg and adds them to
+// mgr, which starts them with its other caches and waits for their sync.
+func newSecretCaches(mgr manager.Manager, restCfg *rest.Config, cfg *config.Config) (*secretCaches, error) {
+	managed := labels.SelectorFromSet(labels.Set{pullsecret.ManagedByLabel: pullsecret.ManagedByValue})
+	s := &secretCaches{byName: map[string]cache.Cache{}, next: mgr.GetClient()}
+	for _, name := range secretNames(cfg) {
+		c, err := cache.New(restCfg, cache.Options{
+			Scheme:     mgr.GetScheme(),
+			Mapper:     mgr.GetRESTMapper(),
+			HTTPClient: mgr.GetHTTPClient(),
+			ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: {
+				Label:                 managed,
+				Field:                 fields.OneTermEqualSelector("metadata.name", name),
+				Transform:             pullsecret.SecretTransform(),
+				UnsafeDisableDeepCopy: ptr.To(true),
+			}},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("secret cache for %q: %w", name, err)
+		}
+		if err := mgr.Add(managerCache{c}); err != nil {
+			return nil, err
+		}
+		s.byName[name] = c
+		s.names = append(s.names, name)
+	}
+	return s, nil
+}
+
+// secretNames are the distinct Secret names of cfg's instances.
+func secretNames(cfg *config.Config) []string {
+	var names []string
+	for _, in := range cfg.Instances {
+		if !slices.Contains(names, in.SecretName) {
+			names = append(names, in.SecretName)
+		}
+	}
+	return names
+}
+
+// Caches are the per-name caches, in config order.
+func (s *secretCaches) Caches() []cache.Cache {
+	out := make([]cache.Cache, 0, len(s.names))
+	for _, n := range s.names {
+		out = append(out, s.byName[n])
+	}
+	return out
+}
+
+// WaitForSync creates the Secret informers and waits for them to sync.
+func (s *secretCaches) WaitForSync(ctx context.Context) error {
+	for _, n := range s.names {
+		c := s.byName[n]
+		if _, err := c.GetInformer(ctx, &corev1.Secret{}); err != nil {
+			return err
+		}
+		if !c.WaitForCacheSync(ctx) {
+			return fmt.Errorf("secret cache for %q did not sync", n)
+		}
+	}
+	return nil
+}
+
+func (s *secretCaches) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Secret); !ok {
+		return s.next.Get(ctx, key, obj, opts...)
+	}
+	c, ok := s.byName[key.Name]
+	if !ok {
+		return apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, key.Name)
+	}
+	return c.Get(ctx, key, obj, opts...)
+}
+
+func (s *secretCaches) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	secrets, ok := list.(*corev1.SecretList)
+	if !ok {
+		return s.next.List(ctx, list, opts...)
+	}
+	var all []corev1.Secret
+	for _, n := range s.names {
+		var part corev1.SecretList
+		if err := s.byName[n].List(ctx, &part, opts...); err != nil {
+			return err
+		}
+		all = append(all, part.Items...)
+	}
+	secrets.Items = all
+	return nil
+}
+
+// managerCache makes a cache a manager runnable of the caches group: the
+// manager starts it before the webhook server and controllers and waits
+// for it to sync.
+type managerCache struct{ cache.Cache }
+
+func (m managerCache) GetCache() cache.Cache { return m.Cache }

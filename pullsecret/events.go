@@ -1,0 +1,60 @@
+package pullsecret
+
+import (
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+)
+
+// MaxEventNote is the longest note the API server accepts in an Event
+// (events.k8s.io/v1 validation: 1 KiB); a longer one is rejected whole, and
+// the Event with it.
+const MaxEventNote = 1024
+
+// CleanText makes s safe for an admission warning or an Event: invalid
+// UTF-8 and every control character (the API server drops a warning that
+// holds one) become spaces.
+func CleanText(s string) string {
+	s = strings.ToValidUTF8(s, " ")
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// Truncate shortens s to at most n bytes on a rune boundary, ending in "…"
+// when it cut.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const ellipsis = "…"
+	cut := n - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ellipsis
+}
+
+// FittingNotes wraps an Event recorder so that every note is cleaned and
+// cut to MaxEventNote: an error body from Artifactory or a proxy (1 KiB on
+// its own, plus the wrapping) then still arrives as an Event.
+func FittingNotes(r events.EventRecorder) events.EventRecorder {
+	if r == nil {
+		return nil
+	}
+	return fittingNotes{r}
+}
+
+type fittingNotes struct{ events.EventRecorder }
+
+func (f fittingNotes) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
+	f.EventRecorder.Eventf(regarding, related, eventtype, reason, action, "%s",
+		Truncate(CleanText(fmt.Sprintf(note, args...)), MaxEventNote))
+}

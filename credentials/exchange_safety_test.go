@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -64,11 +63,7 @@ func trustBoth(t *testing.T, f *fakeArtifactory, target *countingServer) string 
 	if target.Certificate() != nil {
 		ca = append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: target.Certificate().Raw})...)
 	}
-	p := filepath.Join(t.TempDir(), "both.pem")
-	if err := os.WriteFile(p, ca, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return writeFile(t, string(ca))
 }
 
 func TestExchangeRefusesRedirectsSoTheSignedRequestReachesOnlyTheConfiguredURL(t *testing.T) {

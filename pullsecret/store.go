@@ -232,13 +232,7 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	cred, err := s.tokens.Get(ctx, s.key(inst))
 	if err != nil {
 		if usable {
-			res.Action = ActionFallback
-			res.Warning = fmt.Sprintf("artifactory-pull-webhook: could not mint a new token for instance %q (%v); "+
-				"using pull secret %q, valid until %s", inst.Name, err, inst.SecretName, cached.Annotations[AnnotationExpiresAt])
-			s.log.Info("token mint failed, keeping still-valid pull secret",
-				"namespace", namespace, "instance", inst.Name, "secret", inst.SecretName,
-				"action", res.Action, "error", err.Error())
-			return res, nil
+			return s.fallback(res, namespace, inst, cached, "mint a new token", err), nil
 		}
 		return res, fmt.Errorf("pull secret %s: getting token for instance %q: %w", key, inst.Name, err)
 	}
@@ -257,13 +251,7 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	res.Action, err = s.write(ctx, admissionWriter, key, cached != nil, desired, stale)
 	if err != nil && usable && !errors.Is(err, ErrForeignSecret) {
 		// The refresh could not be written; the Secret as it is still works.
-		res.Action = ActionFallback
-		res.Warning = fmt.Sprintf("artifactory-pull-webhook: could not write the refreshed pull secret of instance %q (%v); "+
-			"using pull secret %q as it is, valid until %s", inst.Name, err, inst.SecretName, cached.Annotations[AnnotationExpiresAt])
-		s.log.Info("pull secret write failed, keeping still-valid pull secret",
-			"namespace", namespace, "instance", inst.Name, "secret", inst.SecretName,
-			"action", res.Action, "error", err.Error())
-		return res, nil
+		return s.fallback(res, namespace, inst, cached, "write the refreshed pull secret", err), nil
 	}
 	if err != nil {
 		return res, fmt.Errorf("writing pull secret %s for instance %q: %w", key, inst.Name, err)
@@ -273,6 +261,17 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 			"secret", inst.SecretName, "action", res.Action, "expiresAt", formatTime(cred.Expiry))
 	}
 	return res, nil
+}
+
+// fallback answers with the still-valid cached Secret after what failed
+// with err, and says so in a warning and a log line.
+func (s *Store) fallback(res Result, namespace string, inst config.Instance, cached *corev1.Secret, what string, err error) Result {
+	res.Action = ActionFallback
+	res.Warning = fmt.Sprintf("artifactory-pull-webhook: could not %s for instance %q (%v); using pull secret %q, valid until %s",
+		what, inst.Name, err, inst.SecretName, cached.Annotations[AnnotationExpiresAt])
+	s.log.Info("could not "+what+", keeping still-valid pull secret",
+		"namespace", namespace, "instance", inst.Name, "secret", inst.SecretName, "action", res.Action, "error", err.Error())
+	return res
 }
 
 // key is the token cache key of inst's tokens.

@@ -196,7 +196,7 @@ func TestEachAWSIdentityWorksEndToEnd(t *testing.T) {
 		t.Run(string(id), func(t *testing.T) {
 			// A new process with no valid Secret of the faulty instance to
 			// seed from must mint with this identity.
-			deleteFaultySecrets(t)
+			forgetInstance(t, "faulty", "artifactory-pull-faulty")
 			restartWebhook(t, id)
 			before := stack.Emu.Artifactory.Exchanges()
 			ns := optedIn(t)
@@ -250,6 +250,7 @@ func TestServerSideDryRunIsPatchedButWritesNothing(t *testing.T) {
 }
 
 func TestBurstAcrossFreshNamespacesMakesOneExchange(t *testing.T) {
+	forgetInstance(t, "burst", "artifactory-pull-burst")
 	restartWebhook(t, harness.PodIdentity) // the burst instance's key starts cold
 	before := stack.Emu.Artifactory.Exchanges()
 	const namespaces, perNamespace = 10, 20
@@ -334,7 +335,7 @@ func TestArtifactoryFailuresFailOpenAndRecover(t *testing.T) {
 	image := stack.FaultyHost + "/team/app:1.0"
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			deleteFaultySecrets(t)
+			forgetInstance(t, "faulty", "artifactory-pull-faulty")
 			restartWebhook(t, harness.PodIdentity) // cold cache: the next pod must exchange
 			tc.break_()
 			defer tc.fix()
@@ -370,11 +371,11 @@ func TestArtifactoryFailuresFailOpenAndRecover(t *testing.T) {
 	}
 }
 
-// deleteFaultySecrets removes every Secret of the faulty instance and its
-// token from the checkpoint, so that a restarted webhook cannot seed it. It
-// stops the webhook first (the refresher would restore the Secrets); every
-// caller starts it again.
-func deleteFaultySecrets(t *testing.T) {
+// forgetInstance removes every Secret of an instance and its token from the
+// checkpoint, so that a restarted webhook starts cold for it, in every run
+// of a test (go test -count=N). It stops the webhook first (the refresher
+// would restore the Secrets); every caller starts it again.
+func forgetInstance(t *testing.T, instance, secretName string) {
 	t.Helper()
 	stack.StopWebhook()
 	ctx := context.Background()
@@ -384,7 +385,7 @@ func deleteFaultySecrets(t *testing.T) {
 	}
 	for i := range list.Items {
 		s := &list.Items[i]
-		if s.Name == "artifactory-pull-faulty" {
+		if s.Name == secretName {
 			if err := stack.Cluster.Client.Delete(ctx, s); err != nil && !apierrors.IsNotFound(err) {
 				t.Fatal(err)
 			}
@@ -395,12 +396,12 @@ func deleteFaultySecrets(t *testing.T) {
 		return
 	}
 	for k := range cp.Data {
-		if strings.HasPrefix(k, "faulty.") {
+		if strings.HasPrefix(k, instance+".") {
 			delete(cp.Data, k)
 		}
 	}
 	if err := stack.Cluster.Client.Update(ctx, cp); err != nil {
-		t.Fatalf("removing the faulty instance's token from the checkpoint: %v", err)
+		t.Fatalf("removing the %s instance's token from the checkpoint: %v", instance, err)
 	}
 }
 

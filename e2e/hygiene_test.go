@@ -30,7 +30,7 @@ func TestNoSecretReachesLogsMetricsEventsOrWarnings(t *testing.T) {
 	}
 
 	// A failure whose body holds a token: it must be redacted everywhere.
-	deleteFaultySecrets(t)
+	forgetInstance(t, "faulty", "artifactory-pull-faulty")
 	restartWebhook(t, harness.PodIdentity)
 	const bodyToken = "QWJDZEVmR2hJaktsTW5PcFFyU3RVdld4WXoxMjM0NTY3ODkwYWJjZGVmZ2hpamts"
 	stack.Emu.Artifactory.SetStatus(401, `{"errors":[{"message":"token `+bodyToken+` revoked"}],"access_token":"`+bodyToken+`"}`)

@@ -650,7 +650,9 @@ func TestSecretWriteConflictsAndTimeoutsFailOpenAndRecoverWithoutRestart(t *test
 // expires, the expiry gauge shows it, and the token is replaced before it
 // expires, by its real lifetime, not the asked one.
 func TestArtifactoryCapOnExpiresInSetsTheLifetimeTheWebhookRefreshesBy(t *testing.T) {
-	const instance, secret, granted = "capped", "pull-capped", 20 * time.Second
+	const granted = 20 * time.Second
+	instance := runInstance("capped")
+	secret := "pull-" + instance
 	stack.Emu.Artifactory.SetMaxExpiry(granted)
 	t.Cleanup(func() { stack.Emu.Artifactory.SetMaxExpiry(0) })
 	startLifecycleWebhook(t, lifecycleConfig(instance, "1h", 0.25))

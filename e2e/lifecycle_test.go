@@ -48,6 +48,17 @@ backoffCap: 4s
 		filepath.Join(stack.Dir, "artifactory-ca.pem"), stack.Emu.STS.URL(), threshold)
 }
 
+// runInstance is an instance name of base for this run of a test: Secrets
+// that earlier runs (go test -count=N) left in their still opted-in
+// namespaces, and their tokens in the checkpoint, belong to other names and
+// are neither refreshed nor seeded with this run's.
+func runInstance(base string) string {
+	lifecycleRun++
+	return fmt.Sprintf("%sr%d", base, lifecycleRun)
+}
+
+var lifecycleRun int
+
 // startLifecycleWebhook restarts the stack's webhook with cfg and leader
 // election, and restores the default webhook when the test ends.
 func startLifecycleWebhook(t *testing.T, cfg string) {
@@ -125,8 +136,9 @@ func hasEvent(t *testing.T, ns, reason, substr string) bool {
 }
 
 func TestRefresherRenewsSecretsBeforeExpiryWithOneExchangePerRotation(t *testing.T) {
-	startLifecycleWebhook(t, lifecycleConfig("rotate", "20s", 0.5))
-	const secret = "pull-rotate"
+	instance := runInstance("rotate")
+	secret := "pull-" + instance
+	startLifecycleWebhook(t, lifecycleConfig(instance, "20s", 0.5))
 	before := stack.Emu.Artifactory.Exchanges()
 	nss := []string{optedIn(t), optedIn(t), optedIn(t)}
 	for _, ns := range nss {
@@ -186,8 +198,9 @@ func TestRefresherRenewsSecretsBeforeExpiryWithOneExchangePerRotation(t *testing
 }
 
 func TestDeletedOrEditedSecretIsRestoredWithoutANewPod(t *testing.T) {
-	startLifecycleWebhook(t, lifecycleConfig("heal", "1h", 0.25))
-	const secret = "pull-heal"
+	instance := runInstance("heal")
+	secret := "pull-" + instance
+	startLifecycleWebhook(t, lifecycleConfig(instance, "1h", 0.25))
 	ns := optedIn(t)
 	patchedPod(t, ns, "app", secret)
 	orig, _ := getSecret(t, ns, secret)
@@ -225,8 +238,9 @@ func TestDeletedOrEditedSecretIsRestoredWithoutANewPod(t *testing.T) {
 }
 
 func TestNamespaceOptOutDeletesOnlyTheManagedSecret(t *testing.T) {
-	startLifecycleWebhook(t, lifecycleConfig("optout", "1h", 0.25))
-	const secret = "pull-optout"
+	instance := runInstance("optout")
+	secret := "pull-" + instance
+	startLifecycleWebhook(t, lifecycleConfig(instance, "1h", 0.25))
 	ns := optedIn(t)
 	patchedPod(t, ns, "app", secret)
 	foreign := &corev1.Secret{}
@@ -258,8 +272,9 @@ func TestNamespaceOptOutDeletesOnlyTheManagedSecret(t *testing.T) {
 
 func TestUnmappedRoleBacksOffThenRecoversWithoutRestart(t *testing.T) {
 	// 20s tokens due for refresh after 5s; retries wait up to 4s.
-	startLifecycleWebhook(t, lifecycleConfig("backoff", "20s", 0.75))
-	const secret = "pull-backoff"
+	instance := runInstance("backoff")
+	secret := "pull-" + instance
+	startLifecycleWebhook(t, lifecycleConfig(instance, "20s", 0.75))
 	ns := optedIn(t)
 	patchedPod(t, ns, "app", secret)
 	orig, _ := getSecret(t, ns, secret)
@@ -285,7 +300,7 @@ func TestUnmappedRoleBacksOffThenRecoversWithoutRestart(t *testing.T) {
 		t.Errorf("%d exchange attempts in %s of a permanent 401, want between 3 and %d (backoff capped at 4s)",
 			attempts, elapsed.Round(time.Second), maxAttempts)
 	}
-	if v := metric(t, "artifactory_pull_token_consecutive_failures", map[string]string{"instance": "backoff"}); int(v) < 3 {
+	if v := metric(t, "artifactory_pull_token_consecutive_failures", map[string]string{"instance": instance}); int(v) < 3 {
 		t.Errorf("consecutive failures metric = %v, want the failed attempts", v)
 	}
 	eventually(t, 10*time.Second, "a TokenExchangeFailed Event naming Artifactory's reason", func() bool {
@@ -300,15 +315,16 @@ func TestUnmappedRoleBacksOffThenRecoversWithoutRestart(t *testing.T) {
 	if err := pull(ns, stack.Image, []string{secret}); err != nil {
 		t.Errorf("pull after recovery: %v", err)
 	}
-	if v := metric(t, "artifactory_pull_token_consecutive_failures", map[string]string{"instance": "backoff"}); v != 0 {
+	if v := metric(t, "artifactory_pull_token_consecutive_failures", map[string]string{"instance": instance}); v != 0 {
 		t.Errorf("consecutive failures after recovery = %v, want 0", v)
 	}
 }
 
 func TestLeaderLossHandsRefreshToTheOtherReplica(t *testing.T) {
-	cfg := lifecycleConfig("ha", "20s", 0.5)
+	instance := runInstance("ha")
+	cfg := lifecycleConfig(instance, "20s", 0.5)
 	startLifecycleWebhook(t, cfg) // replica A, called by the API server
-	const secret = "pull-ha"
+	secret := "pull-" + instance
 	leader := map[string]string{"name": "artifactory-pull-webhook"}
 	eventually(t, 20*time.Second, "replica A to lead", func() bool {
 		return metric(t, "leader_election_master_status", leader) == 1
@@ -349,7 +365,7 @@ func TestLeaderLossHandsRefreshToTheOtherReplica(t *testing.T) {
 	eventually(t, 40*time.Second, "replica B to take over and refresh the Secret", func() bool {
 		s, ok := getSecret(t, ns, secret)
 		return ok && token(t, s) != token(t, orig) &&
-			bMetric("artifactory_pull_lifecycle_actions_total", map[string]string{"instance": "ha", "action": "refreshed"}) >= 1
+			bMetric("artifactory_pull_lifecycle_actions_total", map[string]string{"instance": instance, "action": "refreshed"}) >= 1
 	})
 	t.Logf("replica B refreshed the Secret %s after the leader was killed", time.Since(killed).Round(100*time.Millisecond))
 	if bMetric("leader_election_master_status", leader) != 1 {

@@ -62,10 +62,10 @@ type Config struct {
 	// NamespaceLabel is the key=value a namespace must carry to opt in. The
 	// value must not be empty: an empty value reads like a missing label.
 	NamespaceLabel string `json:"namespaceLabel"`
-	// Installation names this installation of the webhook (the chart sets
-	// its release's full name). Its pull Secrets carry it, and it acts only
-	// on those: two installations in one cluster never rewrite or delete
-	// each other's Secrets. Default DefaultInstallation.
+	// Installation names this installation of the webhook. Its pull Secrets
+	// carry it, and it acts only on those: two installations in one cluster
+	// never rewrite or delete each other's Secrets. Default
+	// DefaultInstallation; a second installation sets its own.
 	Installation string `json:"installation"`
 	// PodOptOutLabel is the key=value that makes the webhook skip a pod.
 	PodOptOutLabel string `json:"podOptOutLabel"`

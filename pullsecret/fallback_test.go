@@ -70,3 +70,70 @@ func TestEnsureFallsBackBeforeTheDeadlineWhenTheMintIsSlow(t *testing.T) {
 		t.Errorf("warning %q does not say the mint timed out", res.Warning)
 	}
 }
+
+// A Secret the cache still shows but the API server no longer has is
+// recreated, never handed out as a fallback the pod could not pull with.
+func TestEnsureRecreatesASecretDeletedBehindTheCache(t *testing.T) {
+	existing := managedSecret(t, credAt(t0, "old-token"), instance().RegistryHosts)
+	h := newHarness(t, interceptor.Funcs{}, existing)
+	h.now = t0.Add(50 * time.Minute) // due for refresh, still valid
+	h.tokens.cred = credAt(h.now, rawToken)
+	lagging(t, h, existing)
+	if err := h.api.Delete(context.Background(), existing); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.store.Ensure(context.Background(), ns, instance(), false)
+	if err != nil || res.Action != ActionCreated {
+		t.Fatalf("Ensure = %+v, %v; want the deleted Secret created again", res, err)
+	}
+	if h.secret(t).Annotations[AnnotationExpiresAt] != formatTime(h.tokens.cred.Expiry) {
+		t.Error("the recreated Secret does not carry the new token")
+	}
+}
+
+// An admission that joins a write already in flight (the refresher's,
+// against a slow API server) still falls back before its deadline, and its
+// giving up is not recorded as a failed write.
+func TestAdmissionJoiningASlowSharedWriteFallsBackInTime(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	h := newHarness(t, interceptor.Funcs{Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+		started <- struct{}{}
+		<-release
+		return c.Update(ctx, obj, opts...)
+	}}, managedSecret(t, credAt(t0, "old-token"), instance().RegistryHosts))
+	h.now = t0.Add(50 * time.Minute)
+	h.tokens.cred = credAt(h.now, rawToken)
+
+	syncDone := make(chan error, 1)
+	go func() { _, err := h.store.Sync(context.Background(), ns, instance()); syncDone <- err }()
+	<-started // the refresher's write is in flight
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	res, err := h.store.Ensure(ctx, ns, instance(), false)
+	if err != nil || res.Action != ActionFallback || ctx.Err() != nil {
+		t.Errorf("Ensure = %+v, %v (deadline passed: %v); want the fallback before the deadline", res, err, ctx.Err() != nil)
+	}
+	if err := h.store.held(secretKey); err != nil {
+		t.Errorf("an admission that stopped waiting was recorded as a failed write: %v", err)
+	}
+	close(release)
+	if err := <-syncDone; err != nil {
+		t.Errorf("the shared write failed after the admission left: %v", err)
+	}
+}
+
+// Secrets written before fingerprints existed (or under another tokenTTL)
+// are rewritten, but still serve as the fallback while minting fails.
+func TestASecretOfAnotherFingerprintIsStillAFallback(t *testing.T) {
+	legacy := managedSecret(t, credAt(t0, "old-token"), instance().RegistryHosts)
+	delete(legacy.Annotations, AnnotationFingerprint)
+	h := newHarness(t, interceptor.Funcs{}, legacy)
+	h.now = t0.Add(10 * time.Minute)
+	h.tokens.err = errors.New(mintError)
+	res, err := h.store.Ensure(context.Background(), ns, instance(), false)
+	if err != nil || res.Action != ActionFallback {
+		t.Errorf("Ensure = %+v, %v; want the legacy Secret, valid for 50 more minutes, as the fallback", res, err)
+	}
+}

@@ -238,7 +238,8 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	}
 	// The token source may hand back the very credential the Secret holds
 	// (it refreshes on its own schedule): rewriting it would change nothing.
-	if cached != nil && s.valid(cached, inst) && cached.Annotations[AnnotationExpiresAt] == formatTime(cred.Expiry) {
+	if usable && cached.Annotations[AnnotationFingerprint] == s.prints[inst.Name] &&
+		cached.Annotations[AnnotationExpiresAt] == formatTime(cred.Expiry) {
 		res.Action = ActionReused
 		return res, nil
 	}
@@ -249,7 +250,7 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	}
 	stale := func(cur *corev1.Secret) bool { return !s.fresh(cur, inst) }
 	res.Action, err = s.write(ctx, admissionWriter, key, cached != nil, desired, stale)
-	if err != nil && usable && !errors.Is(err, ErrForeignSecret) {
+	if err != nil && usable && !errors.Is(err, ErrForeignSecret) && !apierrors.IsNotFound(err) {
 		// The refresh could not be written; the Secret as it is still works.
 		return s.fallback(res, namespace, inst, cached, "write the refreshed pull secret", err), nil
 	}
@@ -329,16 +330,23 @@ func (s *Store) write(ctx context.Context, w writer, key types.NamespacedName, e
 		}
 	}
 	ran := false // set only in the caller whose function the flight runs
-	v, err, _ := s.flights.Do(key.String(), func() (any, error) {
+	ch := s.flights.DoChan(key.String(), func() (any, error) {
 		ran = true
 		// A flight that ended between the check above and now wrote it.
 		if s.recentlyWrote(key, desired) {
 			return ActionReused, nil
 		}
+		// The write is shared: it must not end with the caller that
+		// started it, nor fail because that caller's deadline passed.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		defer cancel()
 		var action Action
 		var err error
 		if exists {
 			action, err = s.update(ctx, w, key, desired, stale)
+			if apierrors.IsNotFound(err) { // deleted since the cache saw it
+				action, err = s.create(ctx, w, desired, stale)
+			}
 		} else {
 			action, err = s.create(ctx, w, desired, stale)
 		}
@@ -355,14 +363,24 @@ func (s *Store) write(ctx context.Context, w writer, key types.NamespacedName, e
 		}
 		return action, err
 	})
-	if err != nil {
-		return "", err
+	var res singleflight.Result
+	select {
+	case <-ctx.Done():
+		// This caller gives up; the shared write goes on for the others.
+		return "", fmt.Errorf("waiting for the write: %w", ctx.Err())
+	case res = <-ch:
+	}
+	if res.Err != nil {
+		return "", res.Err
 	}
 	if !ran {
 		return ActionReused, nil
 	}
-	return v.(Action), nil
+	return res.Val.(Action), nil
 }
+
+// writeTimeout bounds one shared write of a Secret (its retries included).
+const writeTimeout = 10 * time.Second
 
 // recentlyWrote reports whether the Store wrote desired's content to key
 // within recentWrite and the cache has not shown that write yet.
@@ -396,6 +414,7 @@ func (s *Store) forgetWrite(key types.NamespacedName) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.written, key)
+	delete(s.failed, key) // a failure to update it says nothing about recreating it
 }
 
 // held returns a held *WriteError while the Secret at key backs off after
@@ -530,7 +549,7 @@ func (s *Store) lifetime(sec *corev1.Secret, inst config.Instance) (issued, expi
 	a := sec.Annotations
 	if !s.owns(sec) || sec.Type != corev1.SecretTypeDockerConfigJson || dataDigest(sec) == "" ||
 		a[AnnotationInstance] != inst.Name || a[AnnotationIdentity] != s.identity ||
-		a[AnnotationFingerprint] != s.prints[inst.Name] || a[AnnotationHosts] != hostsValue(inst.RegistryHosts) {
+		a[AnnotationHosts] != hostsValue(inst.RegistryHosts) {
 		return time.Time{}, time.Time{}, false
 	}
 	issued, expires, err := parseLifetime(a)
@@ -540,8 +559,14 @@ func (s *Store) lifetime(sec *corev1.Secret, inst config.Instance) (issued, expi
 	return issued, expires, true
 }
 
-// fresh reports whether sec serves inst and is not yet due for refresh.
+// fresh reports whether sec serves inst, carries a token of the current
+// fingerprint and is not yet due for refresh. (A token of another
+// fingerprint is rewritten, but stays valid as a fallback until it expires:
+// an upgrade or a tokenTTL change during an outage keeps pods pulling.)
 func (s *Store) fresh(sec *corev1.Secret, inst config.Instance) bool {
+	if sec.Annotations[AnnotationFingerprint] != s.prints[inst.Name] {
+		return false
+	}
 	issued, expires, ok := s.lifetime(sec, inst)
 	if !ok {
 		return false

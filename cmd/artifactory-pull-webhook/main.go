@@ -177,6 +177,7 @@ func run(ctx context.Context, f flags) error {
 		Tokens:           tokens,
 		Identity:         credentials.WebhookIdentity,
 		Fingerprints:     prints,
+		Installation:     cfg.Installation,
 		RefreshThreshold: cfg.RefreshThreshold,
 		WriteBackoff:     credentials.Backoff{Cap: cfg.BackoffCap.Duration},
 		Metrics:          m,

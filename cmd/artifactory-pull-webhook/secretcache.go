@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -115,6 +116,10 @@ func (s *secretCaches) List(ctx context.Context, list client.ObjectList, opts ..
 	secrets, ok := list.(*corev1.SecretList)
 	if !ok {
 		return s.next.List(ctx, list, opts...)
+	}
+	lo := (&client.ListOptions{}).ApplyOptions(opts)
+	if lo.Limit != 0 || lo.Continue != "" || lo.FieldSelector != nil {
+		return errors.New("secret caches: a list across the per-name caches takes no limit, continue or field selector")
 	}
 	var all []corev1.Secret
 	for _, n := range s.names {

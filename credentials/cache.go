@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -37,6 +38,13 @@ type CacheOptions struct {
 	// again. It runs inside the shared mint, before waiting callers get the
 	// credential: it must not block.
 	OnMint func(Key, Credential)
+	// MinRemaining is the least lifetime a cached credential must have left
+	// to be returned in place of a failed mint (or while backing off): a
+	// token that expires during the pull it is for is no fallback. It is
+	// capped at half the credential's refresh window (RefreshThreshold of
+	// its lifetime), so short-lived tokens still fall back early in that
+	// window. Zero accepts any unexpired credential.
+	MinRemaining time.Duration
 }
 
 // Cache holds one credential per Key and mints a new one, once per key at a
@@ -95,10 +103,7 @@ func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
 	c.o.Metrics.CacheLookup(key.Instance, false)
 	if berr := c.backingOff(key, now); berr != nil {
 		c.o.Metrics.BackoffSkip(key.Instance)
-		if cur, ok := c.Peek(key); ok {
-			return cur, nil
-		}
-		return Credential{}, berr
+		return c.fallback(key, berr)
 	}
 
 	ch := c.flights.DoChan(flightKey(key), func() (any, error) {
@@ -127,11 +132,31 @@ func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
 		if res.Err == nil {
 			return res.Val.(Credential), nil
 		}
-		if cur, ok := c.Peek(key); ok {
-			return cur, nil
-		}
-		return Credential{}, res.Err
+		return c.fallback(key, res.Err)
 	}
+}
+
+// fallback answers a Get whose mint failed (or was skipped) with err: the
+// cached credential if it has at least MinRemaining left, else err, saying
+// when the cached credential is unexpired but too close to its expiry.
+func (c *Cache) fallback(key Key, err error) (Credential, error) {
+	cred, ok := c.lookup(key)
+	if !ok {
+		return Credential{}, err
+	}
+	remaining := cred.Expiry.Sub(c.o.Now())
+	if remaining <= 0 {
+		return Credential{}, err
+	}
+	if min := c.minRemaining(cred); remaining < min {
+		return Credential{}, &NearExpiryError{Err: err, Remaining: remaining, Minimum: min}
+	}
+	return cred, nil
+}
+
+// minRemaining is MinRemaining capped at half of cred's refresh window.
+func (c *Cache) minRemaining(cred Credential) time.Duration {
+	return min(c.o.MinRemaining, time.Duration(c.o.RefreshThreshold*float64(cred.Lifetime())/2))
 }
 
 // Peek returns the cached credential for key if it has not expired, without
@@ -252,3 +277,18 @@ func (c *Cache) entry(key Key) *cacheEntry {
 
 // flightKey joins the key's parts with a byte neither can contain.
 func flightKey(k Key) string { return k.Instance + "\x00" + k.Identity }
+
+// NearExpiryError is Get's error when a mint failed and the cached credential,
+// though unexpired, has less than the minimum lifetime left to be handed out.
+type NearExpiryError struct {
+	Err       error         // why no new credential was minted
+	Remaining time.Duration // the cached credential's remaining lifetime
+	Minimum   time.Duration // the least lifetime a fallback must have
+}
+
+func (e *NearExpiryError) Error() string {
+	return fmt.Sprintf("%v; the cached token expires in %s, less than the %s a fallback must have left",
+		e.Err, e.Remaining.Round(time.Second), e.Minimum.Round(time.Second))
+}
+
+func (e *NearExpiryError) Unwrap() error { return e.Err }

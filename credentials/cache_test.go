@@ -30,6 +30,8 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
+var errMintDown = errors.New("artifactory down")
+
 var cacheKey = Key{Instance: "main", Identity: WebhookIdentity}
 
 // countingMint mints credentials valid for lifetime from the clock's now.
@@ -43,7 +45,7 @@ type countingMint struct {
 func (m *countingMint) mint(ctx context.Context, key Key) (Credential, error) {
 	m.calls.Add(1)
 	if m.fail.Load() {
-		return Credential{}, errors.New("artifactory down")
+		return Credential{}, errMintDown
 	}
 	now := m.clock.Now()
 	return Credential{Username: key.Identity, Token: NewToken("tok"), IssuedAt: now, Expiry: now.Add(m.lifetime)}, nil
@@ -214,5 +216,48 @@ func TestCacheCallerCancelDoesNotCancelSharedMint(t *testing.T) {
 	}
 	if !hasDeadline.Load() {
 		t.Fatal("shared mint is not bounded by MintTimeout")
+	}
+}
+
+func TestCacheDoesNotFallBackToANearlyExpiredCredential(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := &countingMint{clock: clock, lifetime: 100 * time.Minute}
+	c := NewCache(m.mint, CacheOptions{Now: clock.Now, MinRemaining: 2 * time.Minute})
+	ctx := context.Background()
+	if _, err := c.Get(ctx, cacheKey); err != nil {
+		t.Fatal(err)
+	}
+	m.fail.Store(true)
+	clock.Advance(97 * time.Minute) // 3 minutes left: still a fallback
+	if _, err := c.Get(ctx, cacheKey); err != nil {
+		t.Fatalf("Get with 3m left = %v; want the cached credential", err)
+	}
+	clock.Advance(90 * time.Second) // 90 seconds left: too little
+	_, err := c.Get(ctx, cacheKey)
+	var near *NearExpiryError
+	if !errors.As(err, &near) || near.Minimum != 2*time.Minute || near.Remaining != 90*time.Second {
+		t.Fatalf("Get with 90s left = %v; want a NearExpiryError (90s left of a 2m minimum)", err)
+	}
+	if !errors.Is(err, errMintDown) {
+		t.Fatalf("NearExpiryError %v does not wrap the mint error", err)
+	}
+}
+
+func TestCacheMinRemainingIsCappedByTheRefreshWindow(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := &countingMint{clock: clock, lifetime: 40 * time.Second} // refresh window 10s
+	c := NewCache(m.mint, CacheOptions{Now: clock.Now, MinRemaining: time.Minute})
+	ctx := context.Background()
+	if _, err := c.Get(ctx, cacheKey); err != nil {
+		t.Fatal(err)
+	}
+	m.fail.Store(true)
+	clock.Advance(34 * time.Second) // 6s left, above half the window
+	if _, err := c.Get(ctx, cacheKey); err != nil {
+		t.Fatalf("Get with 6s of a 40s token left = %v; want the cached credential", err)
+	}
+	clock.Advance(2 * time.Second) // 4s left, below half the window
+	if _, err := c.Get(ctx, cacheKey); err == nil {
+		t.Fatal("Get with 4s of a 40s token left returned it")
 	}
 }

@@ -304,7 +304,9 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 		RefreshThreshold: cfg.RefreshThreshold,
 		Metrics:          m,
 		MintTimeout:      cfg.RequestTimeout.Duration,
-		Backoff:          credentials.Backoff{Cap: cfg.BackoffCap.Duration},
+		// A fallback token must outlive the pull it is written for.
+		MinRemaining: cfg.RequestTimeout.Duration + time.Minute,
+		Backoff:      credentials.Backoff{Cap: cfg.BackoffCap.Duration},
 	}
 	if checkpoint != nil {
 		o.OnMint = checkpoint.Record

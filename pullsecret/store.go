@@ -484,6 +484,7 @@ func (s *Store) create(ctx context.Context, w writer, desired *corev1.Secret, st
 // re-reads the object, which may by then be fresh from another writer.
 func (s *Store) update(ctx context.Context, w writer, key types.NamespacedName, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
 	action := ActionUpdated
+	var wrongType *corev1.Secret
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		next := &corev1.Secret{}
 		if err := s.writer.Get(ctx, key, next); err != nil {
@@ -494,6 +495,10 @@ func (s *Store) update(ctx context.Context, w writer, key types.NamespacedName, 
 		delete(next.Annotations, AnnotationDataSHA256)
 		if !s.owns(next) {
 			return ErrForeignSecret
+		}
+		if next.Type != desired.Type {
+			wrongType = next // immutable: only a new Secret can fix it
+			return nil
 		}
 		if !stale(next) {
 			action = ActionReused
@@ -514,7 +519,32 @@ func (s *Store) update(ctx context.Context, w writer, key types.NamespacedName, 
 	if err != nil {
 		return "", err
 	}
+	if wrongType != nil {
+		return s.replace(ctx, w, wrongType, desired)
+	}
 	return action, nil
+}
+
+// replace deletes cur, a managed Secret of the wrong type (kubelet reads
+// only kubernetes.io/dockerconfigjson pull Secrets, and a Secret's type is
+// immutable), and creates desired in its place. The delete is conditioned
+// on cur's UID and resourceVersion, so a Secret changed meanwhile is left
+// alone (a Conflict: the write is retried later).
+func (s *Store) replace(ctx context.Context, w writer, cur, desired *corev1.Secret) (Action, error) {
+	uid, rv := cur.UID, cur.ResourceVersion
+	err := s.writer.Delete(ctx, cur, client.Preconditions{UID: &uid, ResourceVersion: &rv})
+	s.metrics.SecretWrite(w.name, "delete", err)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("deleting the managed Secret of type %q to recreate it as %q: %w", cur.Type, desired.Type, err)
+	}
+	s.log.Info("replacing managed pull secret of the wrong type", "namespace", cur.Namespace, "secret", cur.Name,
+		"type", string(cur.Type))
+	err = s.writer.Create(ctx, desired)
+	s.metrics.SecretWrite(w.name, "create", err)
+	if err != nil {
+		return "", fmt.Errorf("recreating as %q: %w", desired.Type, err)
+	}
+	return ActionCreated, nil
 }
 
 // build returns the Secret that carries cred for every host of inst.

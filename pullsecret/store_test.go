@@ -508,3 +508,47 @@ func TestSecretAndResultNeverPrintToken(t *testing.T) {
 		}
 	}
 }
+
+func TestEnsureReplacesManagedSecretOfWrongType(t *testing.T) {
+	// Labelled as ours but Opaque (by hand, or by an old bug): kubelet
+	// ignores it as a pull Secret, and its type cannot be updated.
+	wrong := managedSecret(t, credAt(t0, "old-token"), instance().RegistryHosts)
+	wrong.Type = corev1.SecretTypeOpaque
+	h := newHarness(t, interceptor.Funcs{}, wrong)
+	h.now = t0.Add(time.Minute)
+	h.tokens.cred = credAt(h.now, rawToken)
+
+	res, err := h.store.Ensure(context.Background(), ns, instance(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Action != ActionCreated {
+		t.Errorf("action = %q, want %q", res.Action, ActionCreated)
+	}
+	s := h.secret(t)
+	if s.Type != corev1.SecretTypeDockerConfigJson {
+		t.Fatalf("type = %q, want %q", s.Type, corev1.SecretTypeDockerConfigJson)
+	}
+	if _, tok, err := ParseDockerConfigJSON(s.Data[corev1.DockerConfigJsonKey], "acme.jfrog.io"); err != nil || tok.Reveal() != rawToken {
+		t.Errorf("recreated Secret does not carry the new token (err %v)", err)
+	}
+	if h.calls["delete"] != 1 || h.calls["update"] != 0 {
+		t.Errorf("calls = %v, want one delete and no update", h.calls)
+	}
+}
+
+func TestEnsureLeavesForeignSecretOfWrongTypeAlone(t *testing.T) {
+	foreign := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "artifactory-pull", Namespace: ns},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{"k": []byte("v")},
+	}
+	h := newHarness(t, interceptor.Funcs{}, foreign)
+	h.store.reader = emptyCache{}
+	if _, err := h.store.Ensure(context.Background(), ns, instance(), false); !errors.Is(err, ErrForeignSecret) {
+		t.Fatalf("err = %v, want ErrForeignSecret", err)
+	}
+	if s := h.secret(t); s.Type != corev1.SecretTypeOpaque || h.calls["delete"] != 0 {
+		t.Errorf("foreign Secret touched: type %q, calls %v", s.Type, h.calls)
+	}
+}

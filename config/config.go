@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,6 +68,12 @@ type Config struct {
 	// never rewrite or delete each other's Secrets. Default
 	// DefaultInstallation; a second installation sets its own.
 	Installation string `json:"installation"`
+	// RetiredSecretNames are pull Secret names no instance uses any more
+	// (an instance removed, or its secretName changed). The refresher
+	// deletes this installation's managed Secrets of these names in every
+	// namespace; the chart grants access to them by name. List a name for
+	// one release after retiring it, then drop it.
+	RetiredSecretNames []string `json:"retiredSecretNames,omitempty"`
 	// PodOptOutLabel is the key=value that makes the webhook skip a pod.
 	PodOptOutLabel string `json:"podOptOutLabel"`
 	// RefreshThreshold is the fraction of a token's lifetime left at which
@@ -314,6 +321,16 @@ func (c *Config) Validate() error {
 			if _, err := os.Stat(in.CABundle); err != nil {
 				bad(f+".caBundle", "%v", err)
 			}
+		}
+	}
+	for i, name := range c.RetiredSecretNames {
+		f := fmt.Sprintf("retiredSecretNames[%d]", i)
+		if len(validation.IsDNS1123Subdomain(name)) > 0 {
+			bad(f, "%q is not a valid Secret name", name)
+		} else if other, used := secrets[name]; used {
+			bad(f, "%q is the secretName of instance %q: a retired name must not be in use", name, other)
+		} else if slices.Contains(c.RetiredSecretNames[:i], name) {
+			bad(f, "%q is listed twice", name)
 		}
 	}
 	return errors.Join(errs...)

@@ -63,6 +63,7 @@ instances:
   tokenTTL: 1h
   secretName: a-pull
   exchangeTimeout: 2s
+retiredSecretNames: [old-pull]
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +72,7 @@ instances:
 	if c.AWS.AuthType != AuthPodIdentity || c.AWS.Region != "us-gov-west-1" || c.RefreshThreshold != 0.5 ||
 		c.RequestTimeout.Duration != 3*time.Second || in.TokenTTL.Duration != time.Hour ||
 		in.SecretName != "a-pull" || in.ExchangeTimeout.Duration != 2*time.Second ||
-		c.NamespaceLabel != "team.example.com/pull=yes" {
+		c.NamespaceLabel != "team.example.com/pull=yes" || len(c.RetiredSecretNames) != 1 || c.RetiredSecretNames[0] != "old-pull" {
 		t.Errorf("fields not read: %+v", c)
 	}
 }
@@ -96,6 +97,9 @@ func TestParseRejectsInvalidConfigNamingTheField(t *testing.T) {
 		{"duplicate secretName", minimal + "- name: b\n  url: https://b.example.com\n  registryHosts: [b.example.com]\n", "instances[1].secretName"},
 		{"duplicate host", minimal + "- name: b\n  url: https://b.example.com\n  registryHosts: [example.jfrog.io]\n  secretName: b\n", "instances[1].registryHosts[0]"},
 		{"missing ca", minimal + "  caBundle: /nonexistent/ca.pem\n", "instances[0].caBundle"},
+		{"retired name in use", minimal + "retiredSecretNames: [artifactory-pull]\n", "retiredSecretNames[0]"},
+		{"retired name invalid", minimal + "retiredSecretNames: [Not_A_Name]\n", "retiredSecretNames[0]"},
+		{"retired name twice", minimal + "retiredSecretNames: [old, old]\n", "retiredSecretNames[1]"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -110,6 +110,7 @@ type Refresher struct {
 	log       logr.Logger
 	now       func() time.Time
 	instances map[string]config.Instance // by Secret name
+	retired   map[string]bool            // Secret names to delete everywhere
 	nsKey     string
 	nsValue   string
 	cleanup   bool
@@ -132,9 +133,13 @@ func NewRefresher(o RefresherOptions) (*Refresher, error) {
 		log: o.Log, now: o.Now, nsKey: key, nsValue: value, cleanup: o.Config.Cleanup(),
 		instances: make(map[string]config.Instance, len(o.Config.Instances)),
 		wanted:    map[types.NamespacedName]bool{},
+		retired:   map[string]bool{},
 	}
 	for _, in := range o.Config.Instances {
 		r.instances[in.SecretName] = in
+	}
+	for _, name := range o.Config.RetiredSecretNames {
+		r.retired[name] = true
 	}
 	if r.now == nil {
 		r.now = time.Now
@@ -172,10 +177,19 @@ func (r *Refresher) SetupWithManager(mgr ctrl.Manager) error {
 // delete is remembered first: the cache keeps no trace of it.
 func (r *Refresher) secretEvents() handler.EventHandler {
 	enqueue := func(obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request], deleted bool) {
-		if _, ok := r.instances[obj.GetName()]; !ok || !r.store.owns(obj) {
+		if !r.store.owns(obj) {
 			return
 		}
 		key := client.ObjectKeyFromObject(obj)
+		if r.retired[obj.GetName()] {
+			if !deleted {
+				q.Add(reconcile.Request{NamespacedName: key})
+			}
+			return
+		}
+		if _, ok := r.instances[obj.GetName()]; !ok {
+			return
+		}
 		if deleted {
 			r.remember(key, true)
 			r.store.forgetWrite(key) // so that Sync recreates it at once
@@ -230,6 +244,9 @@ func (r *Refresher) secretsOf(ctx context.Context, ns client.Object) []reconcile
 // and the current token, and schedules the next look just after that
 // token's refresh point.
 func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if r.retired[req.Name] {
+		return r.deleteRetired(ctx, req.NamespacedName)
+	}
 	inst, ok := r.instances[req.Name]
 	if !ok {
 		return reconcile.Result{}, nil
@@ -273,6 +290,28 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	}
 	r.report(ns, inst, res)
 	return reconcile.Result{RequeueAfter: r.nextLook(inst, res)}, nil
+}
+
+// deleteRetired deletes this installation's managed Secret at key, whose
+// name is in retiredSecretNames, whether or not its namespace opts in.
+func (r *Refresher) deleteRetired(ctx context.Context, key types.NamespacedName) (reconcile.Result, error) {
+	instance, deleted, err := r.store.DeleteRetired(ctx, key)
+	if err != nil {
+		r.metrics.LifecycleAction(instance, metrics.LifecycleFailed)
+		return reconcile.Result{}, err // a conflict is retried by the controller's rate limiter
+	}
+	if !deleted {
+		return reconcile.Result{}, nil
+	}
+	r.metrics.LifecycleAction(instance, metrics.LifecycleDeleted)
+	r.log.Info("deleted retired pull secret", "namespace", key.Namespace, "instance", instance,
+		"secret", key.Name, "action", metrics.LifecycleDeleted)
+	ns := namespaceObject()
+	if err := r.reader.Get(ctx, client.ObjectKey{Name: key.Namespace}, ns); err == nil {
+		r.event(ns, corev1.EventTypeNormal, ReasonDeleted, eventActionDelete,
+			"deleted pull secret %s of instance %s: its name is in retiredSecretNames", key.Name, instance)
+	}
+	return reconcile.Result{}, nil
 }
 
 // optedOut deletes the managed Secret of a namespace that no longer opts in

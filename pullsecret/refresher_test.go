@@ -264,3 +264,46 @@ func TestRefresherMapsNamespaceToCachedAndRememberedSecrets(t *testing.T) {
 		t.Errorf("requests = %v, want only %s", reqs, remembered)
 	}
 }
+
+func TestRefresherDeletesManagedSecretsOfRetiredNames(t *testing.T) {
+	retired := managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts)
+	retired.Name = "old-pull"
+	other := retired.DeepCopy()
+	other.Namespace = "elsewhere" // opted in or not: a retired name goes everywhere
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "old-pull", Namespace: "team-b"}, Type: corev1.SecretTypeOpaque}
+	h := newHarness(t, interceptor.Funcs{}, namespaceWith(optedInLabels),
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere"}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-b"}},
+		retired, other, foreign, managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts))
+	rec := events.NewFakeRecorder(10)
+	r, err := NewRefresher(RefresherOptions{
+		Config: &config.Config{Instances: []config.Instance{instance()}, NamespaceLabel: config.DefaultNamespaceLabel,
+			RetiredSecretNames: []string{"old-pull"}},
+		Store: h.store, Reader: informerCache{h.api}, Retry: &fakeRetry{}, Recorder: rec,
+		Now: func() time.Time { return h.now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []types.NamespacedName{{Namespace: ns, Name: "old-pull"}, {Namespace: "elsewhere", Name: "old-pull"},
+		{Namespace: "team-b", Name: "old-pull"}} {
+		if _, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: key}); err != nil {
+			t.Fatalf("Reconcile %s: %v", key, err)
+		}
+	}
+	var list corev1.SecretList
+	if err := h.api.List(context.Background(), &list); err != nil {
+		t.Fatal(err)
+	}
+	left := map[string]bool{}
+	for _, s := range list.Items {
+		left[s.Namespace+"/"+s.Name] = true
+	}
+	want := map[string]bool{ns + "/artifactory-pull": true, "team-b/old-pull": true}
+	if len(left) != len(want) || !left[ns+"/artifactory-pull"] || !left["team-b/old-pull"] {
+		t.Errorf("Secrets left = %v, want %v (the configured one and the unmanaged one)", left, want)
+	}
+	if e := <-rec.Events; !strings.HasPrefix(e, "Normal "+ReasonDeleted) || !strings.Contains(e, "retiredSecretNames") {
+		t.Errorf("event = %q, want %s naming retiredSecretNames", e, ReasonDeleted)
+	}
+}

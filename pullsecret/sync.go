@@ -87,23 +87,45 @@ func (s *Store) Sync(ctx context.Context, namespace string, inst config.Instance
 // whether a Secret was deleted.
 func (s *Store) Delete(ctx context.Context, namespace string, inst config.Instance) (bool, error) {
 	key := types.NamespacedName{Namespace: namespace, Name: inst.SecretName}
+	_, deleted, err := s.deleteOwned(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
+	}
+	return deleted, nil
+}
+
+// DeleteRetired removes this installation's managed Secret at key, whose
+// name no instance uses any more (config.RetiredSecretNames), like Delete.
+// It returns the instance the Secret was written for (its annotation).
+func (s *Store) DeleteRetired(ctx context.Context, key types.NamespacedName) (instance string, deleted bool, err error) {
+	instance, deleted, err = s.deleteOwned(ctx, key)
+	if err != nil {
+		return instance, false, fmt.Errorf("retired pull secret %s: %w", key, err)
+	}
+	return instance, deleted, nil
+}
+
+// deleteOwned deletes the Secret at key if the cache has it and it is this
+// installation's, and returns its instance annotation.
+func (s *Store) deleteOwned(ctx context.Context, key types.NamespacedName) (string, bool, error) {
 	cur, err := s.cached(ctx, key)
 	if err != nil {
-		return false, fmt.Errorf("reading pull secret %s for instance %q from cache: %w", key, inst.Name, err)
+		return "", false, fmt.Errorf("reading from cache: %w", err)
 	}
 	if cur == nil || !s.owns(cur) {
-		return false, nil
+		return "", false, nil
 	}
+	instance := cur.Annotations[AnnotationInstance]
 	uid, rv := cur.UID, cur.ResourceVersion
 	err = s.writer.Delete(ctx, cur, client.Preconditions{UID: &uid, ResourceVersion: &rv})
 	s.metrics.SecretWrite(refresherWriter.name, "delete", err)
 	if apierrors.IsNotFound(err) {
-		return false, nil
+		return instance, false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("deleting pull secret %s for instance %q: %w", key, inst.Name, err)
+		return instance, false, fmt.Errorf("deleting: %w", err)
 	}
-	return true, nil
+	return instance, true, nil
 }
 
 // carries reports whether cur already holds exactly what Sync would write

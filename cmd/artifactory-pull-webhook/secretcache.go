@@ -21,7 +21,8 @@ import (
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
 
-// secretCaches holds one informer cache per configured pull Secret name.
+// secretCaches holds one informer cache per configured pull Secret name
+// (retired names included).
 // Each lists and watches the Secrets of that name only, with a
 // metadata.name field selector (still selected by the managed-by label and
 // reduced by pullsecret.SecretTransform). Kubernetes authorizes a list or
@@ -67,12 +68,18 @@ func newSecretCaches(mgr manager.Manager, restCfg *rest.Config, cfg *config.Conf
 	return s, nil
 }
 
-// secretNames are the distinct Secret names of cfg's instances.
+// secretNames are the distinct Secret names of cfg's instances, then its
+// retired Secret names (watched so that the refresher deletes them).
 func secretNames(cfg *config.Config) []string {
 	var names []string
 	for _, in := range cfg.Instances {
 		if !slices.Contains(names, in.SecretName) {
 			names = append(names, in.SecretName)
+		}
+	}
+	for _, n := range cfg.RetiredSecretNames {
+		if !slices.Contains(names, n) {
+			names = append(names, n)
 		}
 	}
 	return names

@@ -176,7 +176,7 @@ func TestChartServiceAccountCanMakeEveryCallOfTheWebhookAndReadNoOtherSecret(t *
 	// with a metadata.name field selector, which RBAC's resourceNames
 	// authorizes; without it (any label selector) nothing can be listed.
 	managed := pullsecret.ManagedByLabel + "=" + pullsecret.ManagedByValue
-	for _, name := range []string{"artifactory-pull", "artifactory-pull-burst", "artifactory-pull-faulty"} {
+	for _, name := range []string{"artifactory-pull", "artifactory-pull-burst", "artifactory-pull-faulty", harness.RetiredSecretName} {
 		byName := metav1.ListOptions{LabelSelector: managed, FieldSelector: "metadata.name=" + name}
 		_, err = cs.CoreV1().Secrets("").List(ctx, byName)
 		must("list managed secrets named "+name, err)
@@ -213,6 +213,18 @@ func TestChartServiceAccountCanMakeEveryCallOfTheWebhookAndReadNoOtherSecret(t *
 	_, err = cs.CoreV1().Secrets(ns).Patch(ctx, "artifactory-pull", types.MergePatchType, []byte(`{"metadata":{"labels":{"p":"1"}}}`), metav1.PatchOptions{})
 	forbidden("patch the pull secret (the webhook only updates)", err)
 	must("delete the pull secret", cs.CoreV1().Secrets(ns).Delete(ctx, "artifactory-pull", metav1.DeleteOptions{}))
+
+	// A retired name: deleted, never written.
+	if err := stack.Cluster.Client.Create(ctx, pullSecret(t, ns, harness.RetiredSecretName)); err != nil {
+		t.Fatal(err)
+	}
+	retired, err := cs.CoreV1().Secrets(ns).Get(ctx, harness.RetiredSecretName, metav1.GetOptions{})
+	must("get a secret of a retired name", err)
+	if err == nil {
+		_, err = cs.CoreV1().Secrets(ns).Update(ctx, retired, metav1.UpdateOptions{})
+		forbidden("update a secret of a retired name", err)
+	}
+	must("delete a secret of a retired name", cs.CoreV1().Secrets(ns).Delete(ctx, harness.RetiredSecretName, metav1.DeleteOptions{}))
 
 	// Creates the policy refuses: RBAC allows create of any Secret, the
 	// ValidatingAdmissionPolicy only the webhook's own kinds of Secret.
@@ -350,6 +362,12 @@ func TestWebhookWorksEndToEndWithOnlyTheChartsRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := newNamespace(t, "rbac-e2e", map[string]string{harness.OptInLabel: "enabled"})
+	// A managed Secret of a retired name, in a namespace that does not opt
+	// in: the refresher deletes it (get/list/watch/delete by that name).
+	retiredNS := newNamespace(t, "rbac-retired", nil)
+	if err := stack.Cluster.Client.Create(ctx, pullSecret(t, retiredNS, harness.RetiredSecretName)); err != nil {
+		t.Fatal(err)
+	}
 	createPod := func(name, image string) *corev1.Pod {
 		t.Helper()
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name},
@@ -401,6 +419,13 @@ func TestWebhookWorksEndToEndWithOnlyTheChartsRBAC(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("no TokenExchangeFailed event recorded as the ServiceAccount: %v\n%s", err, stack.Webhook.Logs())
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		err := stack.Cluster.Client.Get(ctx, client.ObjectKey{Namespace: retiredNS, Name: harness.RetiredSecretName}, &corev1.Secret{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	if err != nil {
+		t.Errorf("the managed Secret of a retired name was not deleted as the ServiceAccount: %v\n%s", err, stack.Webhook.Logs())
 	}
 	// The elected replica holds the Lease in its own namespace.
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {

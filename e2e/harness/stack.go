@@ -136,6 +136,10 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 	return s, nil
 }
 
+// RetiredSecretName is a pull Secret name the stack's webhook has retired
+// (config retiredSecretNames): it deletes its managed Secrets of that name.
+const RetiredSecretName = "artifactory-pull-retired"
+
 // Config is the webhook's configuration file for this stack.
 func (s *Stack) Config(id Identity) string {
 	ca := filepath.Join(s.Dir, "artifactory-ca.pem")
@@ -162,7 +166,8 @@ aws:
   authType: %[6]s
   stsEndpoint: %[7]s
 requestTimeout: 5s
-`, url, s.Emu.Registry.Host(), ca, s.BurstHost, s.FaultyHost, id, s.Emu.STS.URL())
+retiredSecretNames: [%[8]s]
+`, url, s.Emu.Registry.Host(), ca, s.BurstHost, s.FaultyHost, id, s.Emu.STS.URL(), RetiredSecretName)
 }
 
 // StartWebhook (re)starts the webhook process with the given AWS identity,

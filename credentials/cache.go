@@ -82,13 +82,15 @@ func NewCache(mint MintFunc, o CacheOptions) *Cache {
 // Get returns the cached credential for key unless it is missing or has less
 // than RefreshThreshold of its lifetime left; then it mints a new one.
 //
-// If that mint fails while the cached credential is still valid, Get returns
-// the cached credential and a nil error: callers only need a usable token.
-// LastError reports the failure so that they can warn.
+// If that mint fails while the cached credential has at least MinRemaining
+// left, Get returns the cached credential and a nil error: callers only need
+// a usable token. LastError reports the failure so that they can warn. With
+// less left, Get returns a *NearExpiryError wrapping the mint error.
 //
 // While the key backs off after failed mints (see Backoff), Get mints
-// nothing: it returns the still-valid cached credential if there is one, else
-// a *BackoffError wrapping the latest mint error.
+// nothing: it returns the cached credential on the same terms, else a
+// *BackoffError wrapping the latest mint error (inside a *NearExpiryError
+// when the cached credential is too close to expiry).
 //
 // Concurrent calls for one key share a single mint. The mint runs detached
 // from ctx (bounded by MintTimeout) so that one caller giving up does not fail

@@ -296,6 +296,9 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 // name is in retiredSecretNames, whether or not its namespace opts in.
 func (r *Refresher) deleteRetired(ctx context.Context, key types.NamespacedName) (reconcile.Result, error) {
 	instance, deleted, err := r.store.DeleteRetired(ctx, key)
+	if _, ok := r.instanceNamed(instance); !ok {
+		instance = "retired" // the annotation is tenant-writable: no label values of theirs
+	}
 	if err != nil {
 		r.metrics.LifecycleAction(instance, metrics.LifecycleFailed)
 		return reconcile.Result{}, err // a conflict is retried by the controller's rate limiter
@@ -312,6 +315,16 @@ func (r *Refresher) deleteRetired(ctx context.Context, key types.NamespacedName)
 			"deleted pull secret %s of instance %s: its name is in retiredSecretNames", key.Name, instance)
 	}
 	return reconcile.Result{}, nil
+}
+
+// instanceNamed returns the configured instance called name.
+func (r *Refresher) instanceNamed(name string) (config.Instance, bool) {
+	for _, in := range r.instances {
+		if in.Name == name {
+			return in, true
+		}
+	}
+	return config.Instance{}, false
 }
 
 // optedOut deletes the managed Secret of a namespace that no longer opts in

@@ -541,6 +541,13 @@ func (s *Store) replace(ctx context.Context, w writer, cur, desired *corev1.Secr
 		"type", string(cur.Type))
 	err = s.writer.Create(ctx, desired)
 	s.metrics.SecretWrite(w.name, "create", err)
+	if apierrors.IsAlreadyExists(err) {
+		// Another writer recreated it first: it is ours and of the right
+		// type, or update says why not.
+		return s.update(ctx, w, client.ObjectKeyFromObject(desired), desired, func(cur *corev1.Secret) bool {
+			return cur.Type == desired.Type && cur.Annotations[AnnotationExpiresAt] != desired.Annotations[AnnotationExpiresAt]
+		})
+	}
 	if err != nil {
 		return "", fmt.Errorf("recreating as %q: %w", desired.Type, err)
 	}

@@ -542,10 +542,19 @@ func (s *Store) replace(ctx context.Context, w writer, cur, desired *corev1.Secr
 	err = s.writer.Create(ctx, desired)
 	s.metrics.SecretWrite(w.name, "create", err)
 	if apierrors.IsAlreadyExists(err) {
-		// Another writer recreated it first: it is ours and of the right
-		// type, or update says why not.
-		return s.update(ctx, w, client.ObjectKeyFromObject(desired), desired, func(cur *corev1.Secret) bool {
-			return cur.Type == desired.Type && cur.Annotations[AnnotationExpiresAt] != desired.Annotations[AnnotationExpiresAt]
+		// Another writer recreated it first. Of the right type, update
+		// brings it in line; of the wrong type again, this write fails
+		// (and backs off) rather than replacing it in a loop.
+		key := client.ObjectKeyFromObject(desired)
+		again := &corev1.Secret{}
+		if err := s.writer.Get(ctx, key, again); err != nil {
+			return "", fmt.Errorf("reading the recreated Secret: %w", err)
+		}
+		if again.Type != desired.Type {
+			return "", fmt.Errorf("recreated as type %q by another writer meanwhile", again.Type)
+		}
+		return s.update(ctx, w, key, desired, func(cur *corev1.Secret) bool {
+			return cur.Annotations[AnnotationExpiresAt] != desired.Annotations[AnnotationExpiresAt]
 		})
 	}
 	if err != nil {

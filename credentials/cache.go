@@ -45,6 +45,13 @@ type CacheOptions struct {
 	// its lifetime), so short-lived tokens still fall back early in that
 	// window. Zero accepts any unexpired credential.
 	MinRemaining time.Duration
+	// Adopt, when set, is asked inside the shared mint, before minting,
+	// for a credential of key that another process minted (the
+	// checkpoint another replica wrote). One that is not due for refresh
+	// is taken instead of minting, so replicas converge on one token per
+	// rotation. It is asked once per mint, never per lookup; it must
+	// honour ctx.
+	Adopt func(ctx context.Context, key Key) (Credential, bool)
 }
 
 // Cache holds one credential per Key and mints a new one, once per key at a
@@ -120,6 +127,9 @@ func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
 		}
 		mintCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.MintTimeout)
 		defer cancel()
+		if cred, ok := c.adopt(mintCtx, key); ok {
+			return cred, nil
+		}
 		cred, err := c.mint(mintCtx, key)
 		c.record(key, cred, err)
 		if err == nil && c.o.OnMint != nil {
@@ -136,6 +146,21 @@ func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
 		}
 		return c.fallback(key, res.Err)
 	}
+}
+
+// adopt takes a credential for key from Adopt if it is not due for refresh
+// and expires later than the cached one, and reports whether it did.
+func (c *Cache) adopt(ctx context.Context, key Key) (Credential, bool) {
+	if c.o.Adopt == nil {
+		return Credential{}, false
+	}
+	cred, ok := c.o.Adopt(ctx, key)
+	if !ok || cred.Token.IsZero() || c.needsRefresh(cred, c.o.Now()) || !c.Seed(key, cred) {
+		return Credential{}, false
+	}
+	c.record(key, cred, nil) // a usable token ends a backoff like a mint does
+	c.o.Metrics.TokenAdopted(key.Instance)
+	return cred, true
 }
 
 // fallback answers a Get whose mint failed (or was skipped) with err: the

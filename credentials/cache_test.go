@@ -261,3 +261,51 @@ func TestCacheMinRemainingIsCappedByTheRefreshWindow(t *testing.T) {
 		t.Fatal("Get with 4s of a 40s token left returned it")
 	}
 }
+
+// A replica that needs a token first takes one another replica minted, if
+// it is not due for refresh; otherwise it mints.
+func TestCacheAdoptsAnotherReplicasTokenInsteadOfMinting(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := &countingMint{clock: clock, lifetime: time.Hour}
+	var offered Credential
+	var asked, minted atomic.Int32
+	reg := prometheus.NewRegistry()
+	c := NewCache(m.mint, CacheOptions{Now: clock.Now, Metrics: metrics.New(reg),
+		Adopt: func(_ context.Context, key Key) (Credential, bool) {
+			asked.Add(1)
+			return offered, !offered.Token.IsZero()
+		},
+		OnMint: func(Key, Credential) { minted.Add(1) },
+	})
+	ctx := context.Background()
+
+	// Nothing to adopt: the first Get mints.
+	if _, err := c.Get(ctx, cacheKey); err != nil || m.calls.Load() != 1 || asked.Load() != 1 {
+		t.Fatalf("cold Get: err %v, mints %d, adopt asked %d; want nil, 1, 1", err, m.calls.Load(), asked.Load())
+	}
+	// A cached token that is not due asks nothing.
+	clock.Advance(30 * time.Minute)
+	if _, err := c.Get(ctx, cacheKey); err != nil || asked.Load() != 1 {
+		t.Fatalf("warm Get asked Adopt (%d times, err %v): it must cost nothing", asked.Load(), err)
+	}
+	// Due for refresh; another replica minted at 40 min: adopt it, mint nothing.
+	clock.Advance(10 * time.Minute)
+	offered = Credential{Username: "u", Token: NewToken("other"), IssuedAt: clock.Now(), Expiry: clock.Now().Add(time.Hour)}
+	clock.Advance(6 * time.Minute)
+	got, err := c.Get(ctx, cacheKey)
+	if err != nil || got.Token.Reveal() != "other" || m.calls.Load() != 1 || minted.Load() != 1 {
+		t.Fatalf("due Get: token %q err %v mints %d OnMint %d; want the adopted token and no mint", got.Token.Reveal(), err, m.calls.Load(), minted.Load())
+	}
+	if v := counterValue(t, reg, "artifactory_pull_token_adoptions_total", "main", ""); v != 1 {
+		t.Errorf("adoptions_total = %v, want 1", v)
+	}
+	// The adopted token is cached like a minted one.
+	if _, err := c.Get(ctx, cacheKey); err != nil || asked.Load() != 2 || m.calls.Load() != 1 {
+		t.Fatalf("Get after adopting: adopt asked %d, mints %d; want 2, 1", asked.Load(), m.calls.Load())
+	}
+	// Due again, and what the checkpoint offers is due too: mint.
+	clock.Advance(50 * time.Minute)
+	if got, err := c.Get(ctx, cacheKey); err != nil || got.Token.Reveal() != "tok" || m.calls.Load() != 2 {
+		t.Fatalf("Get when the offered token is due: token %q err %v mints %d; want a new mint", got.Token.Reveal(), err, m.calls.Load())
+	}
+}

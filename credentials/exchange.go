@@ -189,7 +189,6 @@ func (e *Exchanger) Exchange(ctx context.Context) (Credential, error) {
 		return Credential{}, err
 	}
 	e.o.Metrics.Exchange(e.o.Instance, "success")
-	e.o.Metrics.TokenExpiry(e.o.Instance, cred.Expiry)
 	return cred, nil
 }
 

@@ -417,9 +417,6 @@ func TestExchangeSuccessRecordsMetrics(t *testing.T) {
 	if got := counterValue(t, reg, "artifactory_pull_token_exchanges_total", "main", "success"); got != 1 {
 		t.Fatalf("exchanges{result=success} = %v, want 1", got)
 	}
-	if !hasMetric(t, reg, "artifactory_pull_token_expiry_seconds") {
-		t.Fatal("token expiry not recorded")
-	}
 }
 
 func TestExchangeErrorBodyIsTruncatedTo1KiB(t *testing.T) {

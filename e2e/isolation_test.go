@@ -62,7 +62,13 @@ func TestPodInOneNamespaceNeverWritesInAnother(t *testing.T) {
 // way the API server does, and returns its response.
 func postReview(t *testing.T, body []byte) *admissionv1.AdmissionResponse {
 	t.Helper()
-	resp, err := stack.Webhook.TLSClient().Post(stack.Webhook.URL(), "application/json", bytes.NewReader(body))
+	return postReviewTo(t, stack.Webhook, body)
+}
+
+// postReviewTo sends one AdmissionReview to w.
+func postReviewTo(t *testing.T, w *harness.Webhook, body []byte) *admissionv1.AdmissionResponse {
+	t.Helper()
+	resp, err := w.TLSClient().Post(w.URL(), "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("posting to the webhook: %v", err)
 	}

@@ -320,15 +320,11 @@ func TestUnmappedRoleBacksOffThenRecoversWithoutRestart(t *testing.T) {
 	}
 }
 
-func TestLeaderLossHandsRefreshToTheOtherReplica(t *testing.T) {
-	instance := runInstance("ha")
-	cfg := lifecycleConfig(instance, "20s", 0.5)
-	startLifecycleWebhook(t, cfg) // replica A, called by the API server
-	secret := "pull-" + instance
-	leader := map[string]string{"name": "artifactory-pull-webhook"}
-	eventually(t, 20*time.Second, "replica A to lead", func() bool {
-		return metric(t, "leader_election_master_status", leader) == 1
-	})
+// startReplicaB starts a second replica of the webhook with cfg and leader
+// election, which the API server does not call, and stops it when the test
+// ends.
+func startReplicaB(t *testing.T, cfg string) *harness.Webhook {
+	t.Helper()
 	o, err := stack.WebhookOptions(context.Background(), harness.PodIdentity)
 	if err != nil {
 		t.Fatal(err)
@@ -345,6 +341,19 @@ func TestLeaderLossHandsRefreshToTheOtherReplica(t *testing.T) {
 		}
 		b.Stop()
 	})
+	return b
+}
+
+func TestLeaderLossHandsRefreshToTheOtherReplica(t *testing.T) {
+	instance := runInstance("ha")
+	cfg := lifecycleConfig(instance, "20s", 0.5)
+	startLifecycleWebhook(t, cfg) // replica A, called by the API server
+	secret := "pull-" + instance
+	leader := map[string]string{"name": "artifactory-pull-webhook"}
+	eventually(t, 20*time.Second, "replica A to lead", func() bool {
+		return metric(t, "leader_election_master_status", leader) == 1
+	})
+	b := startReplicaB(t, cfg)
 	bMetric := func(name string, labels map[string]string) float64 {
 		v, err := b.Metric(name, labels)
 		if err != nil {

@@ -36,6 +36,7 @@ type Metrics struct {
 	failures          *prometheus.GaugeVec
 	backoff           *prometheus.GaugeVec
 	backoffSkips      *prometheus.CounterVec
+	adoptions         *prometheus.CounterVec
 	lifecycle         *prometheus.CounterVec
 }
 
@@ -87,21 +88,24 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "artifactory_pull_token_backoff_skips_total",
 			Help: "Token requests answered without an exchange because the instance was backing off.",
 		}, []string{"instance"}),
+		adoptions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "artifactory_pull_token_adoptions_total",
+			Help: "Tokens taken from the checkpoint (minted by another replica) instead of exchanging, by instance.",
+		}, []string{"instance"}),
 		lifecycle: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "artifactory_pull_lifecycle_actions_total",
 			Help: "Actions of the Secret refresher, by instance and action (refreshed, restored, deleted, failed).",
 		}, []string{"instance", "action"}),
 		expiry: &expiryCollector{
 			desc: prometheus.NewDesc("artifactory_pull_token_expiry_seconds",
-				"Seconds until the newest cached token of an instance expires (negative once expired).",
+				"Seconds until the earliest-expiring token held by a managed pull Secret of an instance, in an opted-in namespace, expires (negative once expired).",
 				[]string{"instance"}, nil),
-			expiries: map[string]time.Time{},
-			now:      time.Now,
+			now: time.Now,
 		},
 	}
 	if reg != nil {
 		reg.MustRegister(m.admissions, m.admissionDuration, m.unparseableImages, m.exchanges,
-			m.cacheLookups, m.secretWrites, m.expiry, m.failures, m.backoff, m.backoffSkips, m.lifecycle)
+			m.cacheLookups, m.secretWrites, m.expiry, m.failures, m.backoff, m.backoffSkips, m.adoptions, m.lifecycle)
 	}
 	return m
 }
@@ -183,6 +187,14 @@ func (m *Metrics) BackoffSkip(instance string) {
 	m.backoffSkips.WithLabelValues(instance).Inc()
 }
 
+// TokenAdopted counts one token taken from the checkpoint instead of minted.
+func (m *Metrics) TokenAdopted(instance string) {
+	if m == nil {
+		return
+	}
+	m.adoptions.WithLabelValues(instance).Inc()
+}
+
 // LifecycleAction counts one action of the Secret refresher (Lifecycle*).
 func (m *Metrics) LifecycleAction(instance, action string) {
 	if m == nil {
@@ -191,37 +203,40 @@ func (m *Metrics) LifecycleAction(instance, action string) {
 	m.lifecycle.WithLabelValues(instance, action).Inc()
 }
 
-// TokenExpiry records the expiry of the newest token of an instance; the
-// exported gauge is computed at scrape time.
-func (m *Metrics) TokenExpiry(instance string, expiry time.Time) {
+// SetTokenExpirySource makes artifactory_pull_token_expiry_seconds report,
+// at scrape time, src's expiry per instance: the earliest expiry among the
+// tokens the managed pull Secrets hold (pullsecret.Store.HeldExpiries). It
+// describes what pods pull with, not what one replica cached, so every
+// replica reports the same value whichever of them minted. Call it before
+// the first scrape; until then, and for instances src leaves out, there is
+// no sample.
+func (m *Metrics) SetTokenExpirySource(src func() map[string]time.Time) {
 	if m == nil {
 		return
 	}
-	m.expiry.set(instance, expiry)
+	m.expiry.mu.Lock()
+	defer m.expiry.mu.Unlock()
+	m.expiry.source = src
 }
 
 type expiryCollector struct {
-	desc     *prometheus.Desc
-	mu       sync.Mutex
-	expiries map[string]time.Time
-	now      func() time.Time
-}
-
-func (c *expiryCollector) set(instance string, t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if old, ok := c.expiries[instance]; !ok || t.After(old) {
-		c.expiries[instance] = t
-	}
+	desc   *prometheus.Desc
+	mu     sync.Mutex
+	source func() map[string]time.Time
+	now    func() time.Time
 }
 
 func (c *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	src := c.source
+	c.mu.Unlock()
+	if src == nil {
+		return
+	}
 	now := c.now()
-	for inst, t := range c.expiries {
+	for inst, t := range src() {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, t.Sub(now).Seconds(), inst)
 	}
 }

@@ -33,6 +33,9 @@ const (
 	checkpointValue = "true"
 	// checkpointFlushTimeout bounds the last write on shutdown.
 	checkpointFlushTimeout = 5 * time.Second
+	// adoptTimeout bounds the checkpoint read that precedes a mint: a slow
+	// API server must not eat the admission's time to mint.
+	adoptTimeout = time.Second
 )
 
 // errForeignCheckpoint is returned when the checkpoint's name is held by a
@@ -272,6 +275,28 @@ func (c *Checkpoint) Seed(ctx context.Context, tokens Seeder) error {
 			"expiresAt", formatTime(cred.Expiry), "seeded", seeded)
 	}
 	return nil
+}
+
+// Adopt reads the checkpoint (one direct API read, bounded by
+// adoptTimeout) and returns its unexpired credential of key. Use it as
+// credentials.CacheOptions.Adopt: a replica about to mint first takes the
+// token another replica minted and checkpointed, so replicas converge on
+// one token per rotation and the Secrets they write agree. A failed read
+// only means minting.
+func (c *Checkpoint) Adopt(ctx context.Context, key credentials.Key) (credentials.Credential, bool) {
+	ctx, cancel := context.WithTimeout(ctx, adoptTimeout)
+	defer cancel()
+	creds, err := c.Load(ctx)
+	if err != nil {
+		c.log.V(1).Info("could not read the token checkpoint before minting; minting", "secret", c.key, "error", describeAPIError(err))
+		return credentials.Credential{}, false
+	}
+	cred, ok := creds[key]
+	if ok {
+		c.log.V(1).Info("found a token in the checkpoint before minting", "instance", key.Instance, "identity", key.Identity,
+			"expiresAt", formatTime(cred.Expiry))
+	}
+	return cred, ok
 }
 
 // current reports whether key belongs to the running configuration.

@@ -281,3 +281,27 @@ func TestCheckpointWriteFailureIsLoggedWithoutTokenAndRetriedWithTheNextMint(t *
 		t.Errorf("after recovery the checkpoint holds %d entries, want the failed one and the new one", len(got))
 	}
 }
+
+func TestAdoptReturnsTheCheckpointedTokenOfTheKeyOnly(t *testing.T) {
+	minted := credAt(t0.Add(-10*time.Minute), rawToken)
+	h := newCheckpointHarness(t, interceptor.Funcs{},
+		checkpointWith(t, map[credentials.Key]credentials.Credential{acmeKey: minted}))
+	got, ok := h.cp.Adopt(context.Background(), acmeKey)
+	if !ok || got.Token.Reveal() != rawToken || !got.Expiry.Equal(minted.Expiry) {
+		t.Fatalf("Adopt(acme) = %v, %v; want the checkpointed token", got.Expiry, ok)
+	}
+	if _, ok := h.cp.Adopt(context.Background(), otherKey); ok {
+		t.Error("Adopt returned a token for a key the checkpoint does not hold")
+	}
+
+	failing, err := NewCheckpoint(CheckpointOptions{Namespace: webhookNS, Client: interceptor.NewClient(
+		fake.NewClientBuilder().Build(), interceptor.Funcs{Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
+			return apierrors.NewTooManyRequests("slow down", 1)
+		}})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := failing.Adopt(context.Background(), acmeKey); ok {
+		t.Error("Adopt returned a token although the checkpoint could not be read")
+	}
+}

@@ -81,13 +81,15 @@ func (r managedOnly) Get(ctx context.Context, key client.ObjectKey, obj client.O
 	if err := r.Reader.Get(ctx, key, obj, opts...); err != nil {
 		return err
 	}
-	if obj.GetLabels()[ManagedByLabel] != ManagedByValue {
+	sec, ok := obj.(*corev1.Secret)
+	if !ok {
+		return nil // other kinds come from the manager's cache
+	}
+	if sec.Labels[ManagedByLabel] != ManagedByValue {
 		return apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, key.Name)
 	}
-	if sec, ok := obj.(*corev1.Secret); ok {
-		reduced, _ := SecretTransform()(sec)
-		*sec = *reduced.(*corev1.Secret)
-	}
+	reduced, _ := SecretTransform()(sec)
+	*sec = *reduced.(*corev1.Secret)
 	return nil
 }
 

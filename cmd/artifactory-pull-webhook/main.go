@@ -183,6 +183,13 @@ func run(ctx context.Context, f flags) error {
 		Metrics:          m,
 		Log:              ctrl.Log.WithName("pullsecret"),
 	})
+	// The expiry gauge describes the tokens the Secrets hold, read from the
+	// informer caches at scrape time: every replica reports the same.
+	m.SetTokenExpirySource(func() map[string]time.Time {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return store.HeldExpiries(ctx, cfg)
+	})
 	handler, err := pwebhook.NewHandler(pwebhook.Options{
 		Config:     cfg,
 		Namespaces: mgr.GetClient(),
@@ -310,6 +317,8 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 	}
 	if checkpoint != nil {
 		o.OnMint = checkpoint.Record
+		// Before minting, take a token another replica checkpointed.
+		o.Adopt = checkpoint.Adopt
 	}
 	return credentials.NewCache(mint, o), nil
 }

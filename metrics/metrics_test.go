@@ -1,0 +1,45 @@
+package metrics
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestTokenExpiryGaugeIsReadFromItsSourceAtScrapeTime(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m.expiry.now = func() time.Time { return now }
+	gauge := func() map[string]float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, mf := range mfs {
+			if mf.GetName() != "artifactory_pull_token_expiry_seconds" {
+				continue
+			}
+			for _, s := range mf.GetMetric() {
+				out[s.GetLabel()[0].GetValue()] = s.GetGauge().GetValue()
+			}
+		}
+		return out
+	}
+	if g := gauge(); len(g) != 0 {
+		t.Fatalf("gauge without a source = %v, want no sample", g)
+	}
+	held := map[string]time.Time{"main": now.Add(10 * time.Minute)}
+	m.SetTokenExpirySource(func() map[string]time.Time { return held })
+	if g := gauge(); len(g) != 1 || g["main"] != 600 {
+		t.Fatalf("gauge = %v, want main: 600", g)
+	}
+	now = now.Add(15 * time.Minute) // nothing refreshed the Secrets
+	held["other"] = now.Add(time.Hour)
+	if g := gauge(); g["main"] != -300 || g["other"] != 3600 {
+		t.Fatalf("gauge = %v, want main: -300 (expired), other: 3600", g)
+	}
+}

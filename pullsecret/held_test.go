@@ -1,0 +1,55 @@
+package pullsecret
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
+)
+
+func TestHeldExpiriesIsTheEarliestTokenInAnOptedInNamespace(t *testing.T) {
+	key, value, _ := config.SplitLabel(config.DefaultNamespaceLabel)
+	optIn := map[string]string{key: value}
+	namespaceNamed := func(name string, labels map[string]string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	}
+	secretIn := func(namespace string, cred credentials.Credential, edit func(*corev1.Secret)) client.Object {
+		s := managedSecret(t, cred, instance().RegistryHosts)
+		s.Namespace = namespace
+		if edit != nil {
+			edit(s)
+		}
+		return s
+	}
+	issued := func(ago time.Duration) credentials.Credential { return credAt(t0.Add(-ago), rawToken) } // 1h lifetime
+	h := newHarness(t, interceptor.Funcs{},
+		namespaceNamed("fresh", optIn), namespaceNamed("lagging", optIn), namespaceNamed("gone", nil),
+		namespaceNamed("theirs", optIn),
+		secretIn("fresh", issued(0), nil),
+		secretIn("lagging", issued(50*time.Minute), nil), // its refresh keeps failing: 10 min left
+		secretIn("gone", issued(59*time.Minute), nil),    // opted out, cleanup off: not what pods pull with
+		secretIn("theirs", issued(59*time.Minute), func(s *corev1.Secret) {
+			s.Annotations[AnnotationInstallation] = "other-release" // another installation's
+		}),
+	)
+	cfg := &config.Config{NamespaceLabel: config.DefaultNamespaceLabel, Instances: []config.Instance{instance()}}
+
+	got := h.store.HeldExpiries(context.Background(), cfg)
+	want := t0.Add(10 * time.Minute)
+	if len(got) != 1 || !got["acme"].Equal(want) {
+		t.Fatalf("HeldExpiries = %v, want acme: %s (the lagging namespace's token)", got, want)
+	}
+
+	// Without a managed Secret in an opted-in namespace there is no sample.
+	cfg.Instances = []config.Instance{{Name: "other", SecretName: "other-pull", RegistryHosts: []string{"x.example"}}}
+	if got := h.store.HeldExpiries(context.Background(), cfg); len(got) != 0 {
+		t.Errorf("HeldExpiries for an instance without Secrets = %v, want none", got)
+	}
+}

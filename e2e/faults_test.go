@@ -371,7 +371,8 @@ type secretWriteFaults struct {
 
 	mu        sync.Mutex
 	op        admissionv1.Operation // writes the faults apply to; "" = every write
-	conflicts int                   // answer 409 Conflict to this many more writes
+	conflicts int                   // refuse this many more writes, with code
+	code      int32                 // 409 Conflict, or 403 Forbidden as a policy denies
 	hang      bool                  // answer nothing until the API server gives up
 	reviews   int                   // reviews received, for any name
 }
@@ -387,8 +388,20 @@ const conflictMessage = "the object has been modified; please apply your changes
 func (f *secretWriteFaults) set(op admissionv1.Operation, conflicts int, hang bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.op, f.conflicts, f.hang = op, conflicts, hang
+	f.op, f.conflicts, f.code, f.hang = op, conflicts, http.StatusConflict, hang
 }
+
+// forbid replaces the faults: the next n writes of op are denied, as a
+// ValidatingAdmissionPolicy or a webhook of the cluster's own denies them.
+func (f *secretWriteFaults) forbid(op admissionv1.Operation, n int) {
+	f.set(op, n, false)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.code = http.StatusForbidden
+}
+
+// forbiddenMessage is the reason secretWriteFaults gives for a denied write.
+const forbiddenMessage = "writes to this Secret are frozen by the cluster's change policy"
 
 func (f *secretWriteFaults) seen() int {
 	f.mu.Lock()
@@ -413,6 +426,9 @@ func (f *secretWriteFaults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resp.Allowed = false
 		resp.Result = &metav1.Status{Code: http.StatusConflict, Reason: metav1.StatusReasonConflict,
 			Message: fmt.Sprintf("Operation cannot be fulfilled on secrets %q: %s", req.Name, conflictMessage)}
+		if f.code == http.StatusForbidden {
+			resp.Result = &metav1.Status{Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden, Message: forbiddenMessage}
+		}
 	}
 	f.mu.Unlock()
 	if hang {
@@ -694,5 +710,153 @@ func TestArtifactoryCapOnExpiresInSetsTheLifetimeTheWebhookRefreshesBy(t *testin
 	}
 	if err := pull(nss[0], stack.Image, []string{secret}); err != nil {
 		t.Errorf("pull with the replaced capped token: %v", err)
+	}
+}
+
+// pastRefreshPoint copies tmpl, a pull Secret the webhook wrote, into ns as
+// a Secret past its refresh point whose token is still valid: issued 55
+// minutes ago, expiring in 10 minutes (the token itself, issued just now,
+// stays good for an hour).
+func pastRefreshPoint(t *testing.T, tmpl *corev1.Secret, ns string) *corev1.Secret {
+	t.Helper()
+	now := time.Now().UTC()
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: tmpl.Name, Namespace: ns, Labels: tmpl.Labels, Annotations: map[string]string{}},
+		Type:       tmpl.Type,
+		Data:       tmpl.Data,
+	}
+	for k, v := range tmpl.Annotations {
+		s.Annotations[k] = v
+	}
+	s.Annotations[pullsecret.AnnotationIssuedAt] = now.Add(-55 * time.Minute).Format(time.RFC3339)
+	s.Annotations[pullsecret.AnnotationExpiresAt] = now.Add(10 * time.Minute).Format(time.RFC3339)
+	if err := stack.Cluster.Client.Create(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestStillValidSecretServesThePodWhenItsRefreshFails gives a namespace a
+// pull Secret past its refresh point but still valid, then makes its refresh
+// fail in each way a refresh can: the update is denied by a policy, the
+// update times out, or the mint takes longer than requestTimeout. The pod
+// must get the still-valid Secret (imagePullSecrets cannot be added later),
+// with a warning that says what failed and which Secret it uses instead;
+// once the fault clears, the next pods get a refreshed Secret and no
+// warning.
+//
+// The webhook runs with neither the refresher nor the token checkpoint (no
+// leader election namespace), so that the admission alone refreshes, and
+// it is restarted for each row after the Secret is in place, so that its
+// cache holds that Secret and its token cache starts cold: each row's mint
+// is the admission's own.
+func TestStillValidSecretServesThePodWhenItsRefreshFails(t *testing.T) {
+	faults := startSecretWriteFaults(t, "artifactory-pull") // the main instance's
+	faultyImage := stack.FaultyHost + "/team/app:1.0"
+	// The faulty instance's exchange may take all of requestTimeout (5s),
+	// so that a slow Artifactory outlasts the admission's deadline.
+	cfg := strings.Replace(stack.Config(harness.PodIdentity), "secretName: artifactory-pull-faulty\n",
+		"secretName: artifactory-pull-faulty\n  exchangeTimeout: 5s\n", 1)
+	start := func(t *testing.T) {
+		t.Helper()
+		err := stack.StartWebhook(context.Background(), harness.PodIdentity, func(o *harness.WebhookOptions) {
+			o.Config, o.Args = cfg, nil
+		})
+		if err != nil {
+			t.Fatalf("starting the webhook: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() && stack.Webhook != nil {
+			t.Log("webhook logs:\n" + stack.Webhook.Logs())
+		}
+		restartWebhook(t, harness.PodIdentity)
+	})
+
+	// Secrets with real tokens, written by the webhook, to copy from.
+	start(t)
+	seedNS := optedIn(t)
+	if got, w := createPod(t, seedNS, pod("seed", stack.Image, faultyImage)); len(got.Spec.ImagePullSecrets) != 2 {
+		t.Fatalf("seed pod got %v (warnings %q), want both instances' Secrets", pullSecretNames(got), w)
+	}
+	templates := map[string]*corev1.Secret{}
+	for _, name := range []string{"artifactory-pull", "artifactory-pull-faulty"} {
+		s, ok := getSecret(t, seedNS, name)
+		if !ok {
+			t.Fatalf("the seed pod's Secret %s was not written", name)
+		}
+		templates[name] = s
+	}
+
+	rows := []struct {
+		name         string
+		instance     string
+		secret, host string
+		image        string
+		faultyWrites bool // the namespace's Secret writes go through secretWriteFaults
+		inject       func() (heal func())
+		what, reason string // the warning: what could not be done, and why
+	}{
+		{name: "refresh write denied by a policy", instance: "main", secret: "artifactory-pull",
+			host: stack.Emu.Registry.Host(), image: stack.Image, faultyWrites: true,
+			inject: func() func() {
+				faults.forbid(admissionv1.Update, 1000)
+				return func() { faults.set("", 0, false) }
+			},
+			what: "could not write the refreshed pull secret", reason: forbiddenMessage},
+		{name: "refresh write times out", instance: "main", secret: "artifactory-pull",
+			host: stack.Emu.Registry.Host(), image: stack.Image, faultyWrites: true,
+			inject: func() func() {
+				faults.set(admissionv1.Update, 0, true)
+				return func() { faults.set("", 0, false) }
+			},
+			what: "could not write the refreshed pull secret", reason: "context deadline exceeded"},
+		{name: "mint slower than requestTimeout", instance: "faulty", secret: "artifactory-pull-faulty",
+			host: stack.FaultyHost, image: faultyImage,
+			inject: func() func() {
+				stack.Emu.Artifactory.SetDelay(10 * time.Second)
+				return func() { stack.Emu.Artifactory.SetDelay(0) }
+			},
+			what: "could not mint a new token", reason: "context deadline exceeded"},
+	}
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			stack.StopWebhook()
+			ns := optedIn(t)
+			if row.faultyWrites {
+				ns = faultyWritesNamespace(t)
+			}
+			planted := pastRefreshPoint(t, templates[row.secret], ns)
+			heal := row.inject()
+			defer heal()
+			start(t)
+
+			got, warnings := createPod(t, ns, pod("during", row.image))
+			if n := pullSecretNames(got); !slices.Equal(n, []string{row.secret}) {
+				t.Fatalf("imagePullSecrets = %v (warnings %q), want the still-valid %s", n, warnings, row.secret)
+			}
+			assertReferencedSecretsUsable(t, ns, got, row.host)
+			joined := strings.Join(warnings, "\n")
+			for _, want := range []string{row.what, fmt.Sprintf("instance %q", row.instance), row.reason,
+				fmt.Sprintf("using pull secret %q, valid until %s", row.secret, planted.Annotations[pullsecret.AnnotationExpiresAt])} {
+				if !strings.Contains(joined, want) {
+					t.Errorf("warnings %q do not say %q", warnings, want)
+				}
+			}
+			if s, _ := getSecret(t, ns, row.secret); s == nil || s.Annotations[pullsecret.AnnotationExpiresAt] != planted.Annotations[pullsecret.AnnotationExpiresAt] {
+				t.Errorf("the still-valid Secret was changed or removed while its refresh failed: %v", s)
+			}
+
+			heal()
+			n := 0
+			eventually(t, 20*time.Second, "a pod patched with a refreshed Secret and no warning after the fault cleared", func() bool {
+				n++
+				got, warnings := createPod(t, ns, pod(fmt.Sprintf("after-%d", n), row.image))
+				assertReferencedSecretsUsable(t, ns, got, row.host)
+				s, _ := getSecret(t, ns, row.secret)
+				return len(warnings) == 0 && slices.Equal(pullSecretNames(got), []string{row.secret}) &&
+					s != nil && annotationTime(t, s, pullsecret.AnnotationExpiresAt).After(time.Now().Add(30*time.Minute))
+			})
+		})
 	}
 }

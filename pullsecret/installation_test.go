@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 )
 
 // otherInstallations is a managed Secret written by another installation of
@@ -45,6 +47,12 @@ func TestEnsureTreatsAnotherInstallationsSecretAsForeign(t *testing.T) {
 	if !errors.Is(err, ErrForeignSecret) || h.calls["update"] != 0 {
 		t.Errorf("Ensure: %v, calls %v; want ErrForeignSecret and no write", err, h.calls)
 	}
+	// The error names the installation that owns the Secret, so that the
+	// warning can say which two installations collide.
+	var conflict *InstallationConflictError
+	if !errors.As(err, &conflict) || conflict.Installation != "team-b-puller" {
+		t.Errorf("Ensure: %v; want an InstallationConflictError naming team-b-puller", err)
+	}
 }
 
 // Secrets written before installations were told apart (no annotation)
@@ -57,8 +65,10 @@ func TestSecretsWithoutInstallationBelongToTheDefaultOne(t *testing.T) {
 		t.Errorf("default installation: %q, %v; want the legacy Secret reused", res.Action, err)
 	}
 	other := NewStore(Options{Reader: managedOnly{h.api}, Writer: h.api, Tokens: h.tokens, Fingerprints: testPrints, Installation: "team-b-puller"})
-	if _, err := other.Ensure(context.Background(), ns, instance(), false); !errors.Is(err, ErrForeignSecret) {
-		t.Errorf("another installation: %v; want the legacy Secret foreign to it", err)
+	var conflict *InstallationConflictError
+	if _, err := other.Ensure(context.Background(), ns, instance(), false); !errors.As(err, &conflict) ||
+		conflict.Installation != config.DefaultInstallation {
+		t.Errorf("another installation: %v; want the legacy Secret the default installation's, foreign to it", err)
 	}
 	var _ client.Object = legacy
 }

@@ -208,7 +208,7 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	if cached != nil {
 		// The cache selects by label, so this only guards a misconfigured Reader.
 		if !s.owns(cached) {
-			return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, ErrForeignSecret)
+			return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, s.foreign(cached))
 		}
 		if s.fresh(cached, inst) {
 			res.Action = ActionReused
@@ -494,7 +494,7 @@ func (s *Store) update(ctx context.Context, w writer, key types.NamespacedName, 
 		// server was set by hand and is neither trusted nor kept.
 		delete(next.Annotations, AnnotationDataSHA256)
 		if !s.owns(next) {
-			return ErrForeignSecret
+			return s.foreign(next)
 		}
 		if next.Type != desired.Type {
 			wrongType = next // immutable: only a new Secret can fix it
@@ -638,6 +638,19 @@ func parseLifetime(a map[string]string) (issued, expires time.Time, err error) {
 		return issued, expires, fmt.Errorf("annotation %s is not after %s", AnnotationExpiresAt, AnnotationIssuedAt)
 	}
 	return issued, expires, nil
+}
+
+// foreign is the error for obj, a Secret this installation does not own:
+// an InstallationConflictError when another installation manages it.
+func (s *Store) foreign(obj metav1.Object) error {
+	if obj.GetLabels()[ManagedByLabel] != ManagedByValue {
+		return ErrForeignSecret
+	}
+	owner, ok := obj.GetAnnotations()[AnnotationInstallation]
+	if !ok {
+		owner = config.DefaultInstallation
+	}
+	return &InstallationConflictError{Installation: owner}
 }
 
 func isManaged(sec *corev1.Secret) bool { return sec.Labels[ManagedByLabel] == ManagedByValue }

@@ -356,8 +356,9 @@ func TestEnsureLeavesForeignSecretUntouched(t *testing.T) {
 	before := h.secret(t)
 
 	_, err := h.store.Ensure(context.Background(), ns, instance(), false)
-	if !errors.Is(err, ErrForeignSecret) {
-		t.Fatalf("err = %v, want ErrForeignSecret", err)
+	var conflict *InstallationConflictError
+	if !errors.Is(err, ErrForeignSecret) || errors.As(err, &conflict) {
+		t.Fatalf("err = %v, want ErrForeignSecret, not an installation conflict", err)
 	}
 	if after := h.secret(t); !reflect.DeepEqual(before, after) {
 		t.Errorf("foreign secret changed:\nbefore %v\nafter  %v", before, after)

@@ -44,7 +44,7 @@ func (s *Store) Sync(ctx context.Context, namespace string, inst config.Instance
 		return res, fmt.Errorf("reading pull secret %s for instance %q from cache: %w", key, inst.Name, err)
 	}
 	if cur != nil && !s.owns(cur) {
-		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, ErrForeignSecret)
+		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, s.foreign(cur))
 	}
 	cred, err := s.tokens.Get(ctx, s.key(inst))
 	if err != nil {

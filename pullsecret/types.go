@@ -2,6 +2,7 @@ package pullsecret
 
 import (
 	"errors"
+	"fmt"
 )
 
 // Labels and annotations on managed Secrets.
@@ -51,6 +52,20 @@ type Result struct {
 // ErrForeignSecret is returned (wrapped) when a Secret of the managed name
 // exists but is not managed by the webhook: it is left untouched.
 var ErrForeignSecret = errors.New("a Secret with this name exists and is not managed by artifactory-pull-webhook")
+
+// InstallationConflictError is ErrForeignSecret (errors.Is matches it) for
+// a Secret that another installation of the webhook manages: two
+// installations opt the namespace in and use one Secret name.
+type InstallationConflictError struct {
+	Installation string // the installation that manages the Secret
+}
+
+func (e *InstallationConflictError) Error() string {
+	return fmt.Sprintf("a Secret with this name exists and is managed by another installation of artifactory-pull-webhook (%q)", e.Installation)
+}
+
+// Is makes errors.Is(err, ErrForeignSecret) hold.
+func (e *InstallationConflictError) Is(target error) bool { return target == ErrForeignSecret }
 
 // ErrNoToken is returned (wrapped, with the cause) by Sync when the token
 // source could not provide a token.

@@ -219,6 +219,24 @@ func TestHandleForeignSecretWarnsWithoutPatch(t *testing.T) {
 	}
 }
 
+func TestHandleSecretOfAnotherInstallationNamesItAndTheFix(t *testing.T) {
+	secrets := &fakeSecrets{ensure: func(_ context.Context, inst config.Instance) (pullsecret.Result, error) {
+		return pullsecret.Result{}, fmt.Errorf("secret %s/%s: %w", testNamespace, inst.SecretName,
+			&pullsecret.InstallationConflictError{Installation: "team-b-puller"})
+	}}
+	rec := events.NewFakeRecorder(10)
+	h, _ := testHandler(t, secrets, func(o *Options) { o.Recorder = rec })
+
+	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+
+	assertAllowedUnchanged(t, resp)
+	assertWarning(t, resp, `the Secret named "artifactory-main" in namespace "team-a" belongs to another installation of the webhook ("team-b-puller")`)
+	assertWarning(t, resp, "give this instance another secretName")
+	if len(rec.Events) != 0 {
+		t.Errorf("unexpected Event %q", <-rec.Events)
+	}
+}
+
 func TestHandleAddsResultWarning(t *testing.T) {
 	secrets := &fakeSecrets{ensure: func(_ context.Context, inst config.Instance) (pullsecret.Result, error) {
 		return pullsecret.Result{SecretName: inst.SecretName, Action: pullsecret.ActionFallback, Warning: "using the previous token"}, nil

@@ -309,3 +309,36 @@ func TestCacheAdoptsAnotherReplicasTokenInsteadOfMinting(t *testing.T) {
 		t.Fatalf("Get when the offered token is due: token %q err %v mints %d; want a new mint", got.Token.Reveal(), err, m.calls.Load())
 	}
 }
+
+// An offer that is not newer than the cached token, or is due itself, is
+// refused: the cache mints.
+func TestCacheRefusesAnOfferThatIsNotNewerOrIsDue(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	m := &countingMint{clock: clock, lifetime: time.Hour}
+	var offered Credential
+	reg := prometheus.NewRegistry()
+	c := NewCache(m.mint, CacheOptions{Now: clock.Now, Metrics: metrics.New(reg),
+		Adopt: func(context.Context, Key) (Credential, bool) { return offered, true }})
+	ctx := context.Background()
+	first, err := c.Get(ctx, cacheKey) // offered is empty: mint
+	if err != nil || m.calls.Load() != 1 {
+		t.Fatalf("cold Get: err %v, mints %d", err, m.calls.Load())
+	}
+	clock.Advance(46 * time.Minute) // due
+	for i, o := range []Credential{
+		// Not due (14 min lifetime, 1 min old) but expiring before the cached token.
+		{Username: "u", Token: NewToken("older"), IssuedAt: clock.Now().Add(-time.Minute), Expiry: first.Expiry.Add(-time.Minute)},
+		// Newer, but due already.
+		{Username: "u", Token: NewToken("due"), IssuedAt: clock.Now().Add(-55 * time.Minute), Expiry: first.Expiry.Add(time.Minute)},
+	} {
+		offered = o
+		got, err := c.Get(ctx, cacheKey)
+		if err != nil || got.Token.Reveal() != "tok" || m.calls.Load() != int32(2+i) {
+			t.Fatalf("offer %q: got %q, err %v, mints %d; want a mint", o.Token.Reveal(), got.Token.Reveal(), err, m.calls.Load())
+		}
+		clock.Advance(46 * time.Minute)
+	}
+	if v := counterValue(t, reg, "artifactory_pull_token_adoptions_total", "main", ""); v != 0 {
+		t.Errorf("adoptions_total = %v, want 0", v)
+	}
+}

@@ -766,9 +766,21 @@ func TestStillValidSecretServesThePodWhenItsRefreshFails(t *testing.T) {
 			t.Fatalf("starting the webhook: %v", err)
 		}
 	}
+	// The Secrets this test's process wrote hold tokens the checkpoint
+	// never saw: left behind, they would make the next elected webhook
+	// mint in the background, under another test.
+	var written []string // namespaces
 	t.Cleanup(func() {
 		if t.Failed() && stack.Webhook != nil {
 			t.Log("webhook logs:\n" + stack.Webhook.Logs())
+		}
+		stack.StopWebhook()
+		for _, ns := range written {
+			for _, name := range []string{"artifactory-pull", "artifactory-pull-faulty"} {
+				if s, ok := getSecret(t, ns, name); ok {
+					_ = stack.Cluster.Client.Delete(context.Background(), s)
+				}
+			}
 		}
 		restartWebhook(t, harness.PodIdentity)
 	})
@@ -776,6 +788,7 @@ func TestStillValidSecretServesThePodWhenItsRefreshFails(t *testing.T) {
 	// Secrets with real tokens, written by the webhook, to copy from.
 	start(t)
 	seedNS := optedIn(t)
+	written = append(written, seedNS)
 	if got, w := createPod(t, seedNS, pod("seed", stack.Image, faultyImage)); len(got.Spec.ImagePullSecrets) != 2 {
 		t.Fatalf("seed pod got %v (warnings %q), want both instances' Secrets", pullSecretNames(got), w)
 	}
@@ -826,6 +839,7 @@ func TestStillValidSecretServesThePodWhenItsRefreshFails(t *testing.T) {
 			if row.faultyWrites {
 				ns = faultyWritesNamespace(t)
 			}
+			written = append(written, ns)
 			planted := pastRefreshPoint(t, templates[row.secret], ns)
 			heal := row.inject()
 			defer heal()

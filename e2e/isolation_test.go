@@ -81,7 +81,12 @@ func postReviewTo(t *testing.T, w *harness.Webhook, body []byte) *admissionv1.Ad
 }
 
 func TestRequestForANamespaceNotOptedInWritesNothingWhateverThePodClaims(t *testing.T) {
-	restartWebhook(t, harness.PodIdentity)
+	// Cold, and without the refresher or the checkpoint: any exchange is
+	// the request's.
+	if err := stack.StartWebhook(context.Background(), harness.PodIdentity, func(o *harness.WebhookOptions) { o.Args = nil }); err != nil {
+		t.Fatalf("starting the webhook: %v", err)
+	}
+	t.Cleanup(func() { restartWebhook(t, harness.PodIdentity) })
 	plain := namespace(t, nil)
 	claimed := optedIn(t)
 	raw, err := json.Marshal(&corev1.Pod{

@@ -229,9 +229,8 @@ func (c *Checkpoint) merge(sec *corev1.Secret, batch map[credentials.Key]credent
 	}
 }
 
-// Load reads the checkpoint (one direct API read) and returns its
-// unexpired credentials. A missing checkpoint is empty, not an error.
-func (c *Checkpoint) Load(ctx context.Context) (map[credentials.Key]credentials.Credential, error) {
+// read gets the checkpoint Secret: nil, nil when there is none.
+func (c *Checkpoint) read(ctx context.Context) (*corev1.Secret, error) {
 	sec := &corev1.Secret{}
 	if err := c.client.Get(ctx, c.key, sec); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -241,6 +240,16 @@ func (c *Checkpoint) Load(ctx context.Context) (map[credentials.Key]credentials.
 	}
 	if sec.Labels[CheckpointLabel] != checkpointValue {
 		return nil, fmt.Errorf("token checkpoint %s: %w", c.key, errForeignCheckpoint)
+	}
+	return sec, nil
+}
+
+// Load reads the checkpoint (one direct API read) and returns its
+// unexpired credentials. A missing checkpoint is empty, not an error.
+func (c *Checkpoint) Load(ctx context.Context) (map[credentials.Key]credentials.Credential, error) {
+	sec, err := c.read(ctx)
+	if sec == nil {
+		return nil, err
 	}
 	out := map[credentials.Key]credentials.Credential{}
 	now := c.now()
@@ -286,17 +295,26 @@ func (c *Checkpoint) Seed(ctx context.Context, tokens Seeder) error {
 func (c *Checkpoint) Adopt(ctx context.Context, key credentials.Key) (credentials.Credential, bool) {
 	ctx, cancel := context.WithTimeout(ctx, adoptTimeout)
 	defer cancel()
-	creds, err := c.Load(ctx)
-	if err != nil {
-		c.log.V(1).Info("could not read the token checkpoint before minting; minting", "secret", c.key, "error", describeAPIError(err))
+	sec, err := c.read(ctx)
+	if sec == nil {
+		if err != nil {
+			c.log.V(1).Info("could not read the token checkpoint before minting; minting", "secret", c.key, "error", describeAPIError(err))
+		}
 		return credentials.Credential{}, false
 	}
-	cred, ok := creds[key]
-	if ok {
+	// Only key's entry: entries of other keys or configurations (another
+	// replica generation during a rollout) are not this call's business,
+	// and Load reports them once at start.
+	for _, v := range sec.Data {
+		got, cred, err := decodeEntry(v)
+		if err != nil || got != key || !c.now().Before(cred.Expiry) {
+			continue
+		}
 		c.log.V(1).Info("found a token in the checkpoint before minting", "instance", key.Instance, "identity", key.Identity,
 			"expiresAt", formatTime(cred.Expiry))
+		return cred, true
 	}
-	return cred, ok
+	return credentials.Credential{}, false
 }
 
 // current reports whether key belongs to the running configuration.

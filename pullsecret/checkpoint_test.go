@@ -305,3 +305,31 @@ func TestAdoptReturnsTheCheckpointedTokenOfTheKeyOnly(t *testing.T) {
 		t.Error("Adopt returned a token although the checkpoint could not be read")
 	}
 }
+
+// An expired entry is never adopted, and Adopt logs nothing about entries
+// of other keys or configurations (Load reports those once, at start).
+func TestAdoptSkipsExpiredEntriesAndIsQuietAboutOthers(t *testing.T) {
+	expired := credAt(t0.Add(-2*time.Hour), rawToken)
+	other := credAt(t0, rawToken)
+	h := newCheckpointHarness(t, interceptor.Funcs{},
+		checkpointWith(t, map[credentials.Key]credentials.Credential{acmeKey: expired, otherKey: other}))
+	if _, ok := h.cp.Adopt(context.Background(), acmeKey); ok {
+		t.Error("Adopt returned an expired token")
+	}
+	// otherKey is of an earlier configuration for a Checkpoint of acme only.
+	cp, err := NewCheckpoint(CheckpointOptions{Client: h.api, Namespace: webhookNS, Keys: []credentials.Key{acmeKey},
+		Now: func() time.Time { return h.now }, Log: h.cp.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Load(context.Background()); err != nil || !strings.Contains(h.logs.String(), "dropping") {
+		t.Fatalf("Load: %v; it should log the entry of an earlier configuration, or this test proves nothing:\n%s", err, h.logs.String())
+	}
+	h.logs.Reset()
+	if _, ok := cp.Adopt(context.Background(), acmeKey); ok {
+		t.Error("Adopt returned an expired token")
+	}
+	if strings.Contains(h.logs.String(), "dropping") || strings.Contains(h.logs.String(), "skipping") {
+		t.Errorf("Adopt logged about other entries:\n%s", h.logs.String())
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
@@ -16,8 +17,10 @@ import (
 // pods pull with, whichever replica minted it: it is the source of the
 // token expiry gauge (metrics.SetTokenExpirySource). A Secret whose
 // refresh keeps failing lowers it, as it should; Secrets left behind in
-// namespaces that opted out (cleanup off) do not count. It reads the
-// informer caches only; on a read error it returns what it has.
+// namespaces that opted out (cleanup off) do not count; a namespace that
+// cannot be read counts. It reads the informer caches only. When the Secret
+// cache cannot be listed (at start, before it syncs) it returns nil: the
+// gauge has no sample rather than a wrong one.
 func (s *Store) HeldExpiries(ctx context.Context, cfg *config.Config) map[string]time.Time {
 	nsKey, nsValue, err := config.SplitLabel(cfg.NamespaceLabel)
 	if err != nil {
@@ -47,8 +50,14 @@ func (s *Store) HeldExpiries(ctx context.Context, cfg *config.Config) map[string
 		in, seen := optedIn[sec.Namespace]
 		if !seen {
 			ns := namespaceObject()
-			in = s.reader.Get(ctx, client.ObjectKey{Name: sec.Namespace}, ns) == nil &&
-				ns.DeletionTimestamp == nil && ns.Labels[nsKey] == nsValue
+			switch err := s.reader.Get(ctx, client.ObjectKey{Name: sec.Namespace}, ns); {
+			case apierrors.IsNotFound(err):
+				in = false
+			case err != nil:
+				in = true // unknown: a Secret that may be lagging must not be left out
+			default:
+				in = ns.DeletionTimestamp == nil && ns.Labels[nsKey] == nsValue
+			}
 			optedIn[sec.Namespace] = in
 		}
 		if !in {

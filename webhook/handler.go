@@ -204,8 +204,8 @@ func (h *Handler) pullSecrets(ctx context.Context, ns *metav1.PartialObjectMetad
 			failed, d.err = true, errors.Join(d.err, r.err)
 			var conflict *pullsecret.InstallationConflictError
 			if errors.As(r.err, &conflict) {
-				*warnings = append(*warnings, fmt.Sprintf("%sthe Secret named %q in namespace %q belongs to another installation of the webhook (%q) "+
-					"that opts this namespace in too; no pull secret added for instance %s: give this instance another secretName, "+
+				*warnings = append(*warnings, fmt.Sprintf("%sthe Secret named %q in namespace %q belongs to another installation of the webhook (%q); "+
+					"no pull secret added for instance %s: give this instance another secretName, "+
 					"or opt the namespace in to one installation only", warnPrefix, inst.SecretName, d.namespace, conflict.Installation, inst.Name))
 				break
 			}

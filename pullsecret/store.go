@@ -249,7 +249,6 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	if err != nil {
 		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
 	}
-	s.log.Info("x", "data", desired.Data)
 	stale := func(cur *corev1.Secret) bool { return !s.fresh(cur, inst) }
 	res.Action, err = s.write(ctx, admissionWriter, key, cached != nil, desired, stale)
 	if err != nil && usable && !errors.Is(err, ErrForeignSecret) && !apierrors.IsNotFound(err) {

@@ -14,7 +14,7 @@ KUBE_VERSION := $(shell awk '$$1=="k8s.io/kubernetes" {print $$2; exit}' hack/to
 KUBE_MINOR := $(word 2,$(subst ., ,$(KUBE_VERSION)))
 export KUBEBUILDER_ASSETS := $(K8S_BIN)
 
-UNIT_PKGS := ./config/... ./credentials/... ./pullsecret/... ./webhook/... ./certs/... ./metrics/... \
+UNIT_PKGS := ./config/... ./credentials/... ./pullsecret/... ./webhook/... ./certs/... ./metrics/... ./internal/... \
 	./cmd/... ./e2e/awssig/... ./e2e/emulator/...
 E2E_PKGS := ./e2e
 # Further checks that `make test` runs, added by hack/make/*.mk (one file per concern: helm, fuzz, bench...).

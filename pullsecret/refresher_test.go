@@ -3,6 +3,7 @@ package pullsecret
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -262,6 +263,41 @@ func TestRefresherMapsNamespaceToCachedAndRememberedSecrets(t *testing.T) {
 
 	if len(reqs) != 1 || reqs[0].NamespacedName != remembered {
 		t.Errorf("requests = %v, want only %s", reqs, remembered)
+	}
+}
+
+// A Secret deleted while its namespace was opted in is no longer cached,
+// only remembered: a label change on the namespace must still reach it, or
+// it would never be restored (or forgotten on opt-out).
+func TestRefresherMapsNamespaceToARememberedSecretThatIsGone(t *testing.T) {
+	h := newRefresherHarness(t, true, namespaceWith(optedInLabels))
+	gone := types.NamespacedName{Namespace: ns, Name: "artifactory-pull"}
+	h.r.remember(gone, true)
+	h.r.remember(types.NamespacedName{Namespace: "elsewhere", Name: "artifactory-pull"}, true)
+
+	reqs := h.r.secretsOf(context.Background(), namespaceWith(nil))
+
+	if len(reqs) != 1 || reqs[0].NamespacedName != gone {
+		t.Errorf("requests = %v, want only the remembered %s", reqs, gone)
+	}
+}
+
+// The operator's early warning: a refresh that fails while the Secret is
+// still valid says so, with the expiry and the cause, and no token.
+func TestRefresherWarnsWhenAStillValidSecretCouldNotBeRefreshed(t *testing.T) {
+	h := newRefresherHarness(t, true, namespaceWith(optedInLabels), managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts))
+	h.now = t0.Add(50 * time.Minute) // past the refresh point; the cache keeps the due token
+	h.tokens.cred, h.retry.err = credAt(t0, rawToken), errors.New(mintError)
+
+	h.reconcile(t)
+
+	want := fmt.Sprintf("Warning %s could not refresh pull secret artifactory-pull of instance acme, which stays valid until %s: %s",
+		ReasonTokenExchangeFailed, formatTime(t0.Add(time.Hour)), mintError)
+	if e := h.event(); e != want {
+		t.Errorf("event = %q\nwant    %q", e, want)
+	}
+	if h.calls["update"]+h.calls["create"] != 0 {
+		t.Errorf("calls = %v, want no write", h.calls)
 	}
 }
 

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
 )
 
 func TestBackoffDelayWaitsFromSecondFailureDoublingUpToCapWithJitter(t *testing.T) {
@@ -35,7 +39,8 @@ func TestCacheBackingOffAnswersLastErrorWithoutMintingThenRecovers(t *testing.T)
 	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	m := &countingMint{clock: clock, lifetime: time.Hour}
 	m.fail.Store(true)
-	c := NewCache(m.mint, CacheOptions{Now: clock.Now,
+	reg := prometheus.NewRegistry()
+	c := NewCache(m.mint, CacheOptions{Now: clock.Now, Metrics: metrics.New(reg),
 		Backoff: Backoff{Base: time.Second, Cap: time.Minute, Rand: func() float64 { return 0.5 }}})
 	ctx := context.Background()
 
@@ -45,10 +50,16 @@ func TestCacheBackingOffAnswersLastErrorWithoutMintingThenRecovers(t *testing.T)
 			t.Fatal("Get succeeded while minting fails")
 		}
 	}
+	if v := gaugeValue(t, reg, "artifactory_pull_token_backoff_seconds", "main"); v != 0.75 {
+		t.Errorf("token_backoff_seconds = %v after the second failure, want 0.75", v)
+	}
 	_, err := c.Get(ctx, cacheKey)
 	var berr *BackoffError
 	if !errors.As(err, &berr) {
 		t.Fatalf("third Get = %v, want a *BackoffError", err)
+	}
+	if v := counterValue(t, reg, "artifactory_pull_token_backoff_skips_total", "main", ""); v != 1 {
+		t.Errorf("token_backoff_skips_total = %v, want 1 (the third Get)", v)
 	}
 	if n := m.calls.Load(); n != 2 {
 		t.Fatalf("%d mints, want 2: a backing-off Get must not mint", n)
@@ -76,6 +87,31 @@ func TestCacheBackingOffAnswersLastErrorWithoutMintingThenRecovers(t *testing.T)
 	if !c.NextAttempt(cacheKey).IsZero() || c.LastError(cacheKey) != nil {
 		t.Errorf("after a success NextAttempt = %s, LastError = %v; want zero, nil", c.NextAttempt(cacheKey), c.LastError(cacheKey))
 	}
+	if v := gaugeValue(t, reg, "artifactory_pull_token_backoff_seconds", "main"); v != 0 {
+		t.Errorf("token_backoff_seconds = %v after a success, want 0", v)
+	}
+}
+
+// gaugeValue reads gauge name{instance} from reg; -1 when absent.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name, instance string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "instance" && l.GetValue() == instance {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }
 
 func TestCachePermanentFailureMintsAboutOncePerCap(t *testing.T) {

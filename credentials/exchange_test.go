@@ -319,6 +319,22 @@ func TestExchangeUsesTTLWhenResponseHasNoExpiresIn(t *testing.T) {
 	}
 }
 
+// Artifactory caps expires_in at its token.max-expiry and says so in the
+// answer: the granted lifetime, not the asked one, is the token's.
+func TestExchangeTakesTheGrantedLifetimeWhenArtifactoryGrantsLess(t *testing.T) {
+	f := newFakeArtifactory(t)
+	f.ttl = 7200
+	f.respond = okResponse(testRawToken, "puller", 1200)
+	e := newTestExchanger(t, f, func(o *ExchangeOptions) { o.TTL = 2 * time.Hour })
+	cred, err := e.Exchange(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cred.Expiry.Equal(exchangeNow.Add(20*time.Minute)) || cred.Lifetime() != 20*time.Minute {
+		t.Fatalf("expiry = %s (lifetime %s), want now+20m as granted", cred.Expiry, cred.Lifetime())
+	}
+}
+
 func TestExchangeFailuresAreClassifiedAndExplained(t *testing.T) {
 	const reason = "No user is mapped to IAM role arn:aws:iam::123456789012:role/puller"
 	leaky := fmt.Sprintf(`{"errors":[{"status":401,"message":%q}],"access_token":"reftkn:01:1234567890:AbCdEf","debug":"%s"}`,
@@ -344,6 +360,8 @@ func TestExchangeFailuresAreClassifiedAndExplained(t *testing.T) {
 		{name: "empty username", respond: okResponse(testRawToken, "", 3600), wantClass: "bad_response", want: []string{`username ""`}},
 		{name: "anonymous username", respond: okResponse(testRawToken, "anonymous", 3600), wantClass: "bad_response",
 			want: []string{`username "anonymous"`}},
+		{name: "anonymous username in another case", respond: okResponse(testRawToken, "Anonymous", 3600), wantClass: "bad_response",
+			want: []string{`username "Anonymous"`}},
 		{name: "timeout", timeout: 200 * time.Millisecond, wantClass: "timeout",
 			slow: true},
 		{name: "credentials", creds: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {

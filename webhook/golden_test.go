@@ -28,7 +28,10 @@ type fixture struct {
 	Warnings []string        `json:"warnings"`
 	// Ensured lists the instances Ensure must be called for, in order.
 	Ensured []string `json:"ensured"`
-	Outcome string   `json:"outcome"`
+	// Unparseable is how many image references are skipped as invalid
+	// (artifactory_pull_unparseable_images_total).
+	Unparseable int    `json:"unparseable"`
+	Outcome     string `json:"outcome"`
 }
 
 func TestGoldenFixtures(t *testing.T) {
@@ -88,6 +91,13 @@ func TestGoldenFixtures(t *testing.T) {
 				if got := admissions(t, reg, fx.Outcome); got != 1 {
 					t.Errorf("admissions_total{outcome=%q} = %v, want 1", fx.Outcome, got)
 				}
+				// The dashboard's latency panel reads this histogram.
+				if got := sampleCount(t, reg, "artifactory_pull_admission_duration_seconds", fx.Outcome); got != 1 {
+					t.Errorf("admission_duration_seconds{outcome=%q} observed %d admissions, want 1", fx.Outcome, got)
+				}
+			}
+			if got := counterTotal(t, reg, "artifactory_pull_unparseable_images_total"); got != float64(fx.Unparseable) {
+				t.Errorf("unparseable_images_total = %v, want %d", got, fx.Unparseable)
 			}
 		})
 	}

@@ -237,6 +237,21 @@ func TestHandleSecretOfAnotherInstallationNamesItAndTheFix(t *testing.T) {
 	}
 }
 
+func TestHandleNeverPatchesAnEmptySecretName(t *testing.T) {
+	secrets := &fakeSecrets{ensure: func(context.Context, config.Instance) (pullsecret.Result, error) {
+		return pullsecret.Result{Action: pullsecret.ActionReused}, nil
+	}}
+	h, reg := testHandler(t, secrets, nil)
+
+	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+
+	assertAllowedUnchanged(t, resp)
+	assertWarning(t, resp, "no pull secret for instance main: no Secret name returned")
+	if got := admissions(t, reg, metrics.OutcomeFailedOpen); got != 1 {
+		t.Errorf("failed_open = %v, want 1", got)
+	}
+}
+
 func TestHandleAddsResultWarning(t *testing.T) {
 	secrets := &fakeSecrets{ensure: func(_ context.Context, inst config.Instance) (pullsecret.Result, error) {
 		return pullsecret.Result{SecretName: inst.SecretName, Action: pullsecret.ActionFallback, Warning: "using the previous token"}, nil

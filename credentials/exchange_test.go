@@ -141,7 +141,12 @@ func (f *fakeArtifactory) serve(w http.ResponseWriter, r *http.Request) {
 			sts.Header.Set(name, v)
 		}
 	}
-	if id, err := awssig.Verify(sts, nil, testSecrets, exchangeNow, 5*time.Minute); err != nil || id != testAccessKey {
+	// Artifactory replays to the ?region= endpoint, else the global one (us-east-1).
+	want := awssig.Expect{Service: "sts", Region: "us-east-1"}
+	if f.region != "" {
+		want.Region = f.region
+	}
+	if id, err := awssig.Verify(sts, nil, want, testSecrets, exchangeNow, 5*time.Minute); err != nil || id != testAccessKey {
 		t.Errorf("forwarded signature does not verify for host %s: %v", f.stsHost, err)
 	}
 	f.respond(w, r)

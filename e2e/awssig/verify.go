@@ -33,16 +33,38 @@ const (
 // unknown key. sessionToken is empty for long-term keys.
 type Secrets func(accessKeyID string) (secretAccessKey, sessionToken string, ok bool)
 
+// Expect is what the endpoint that received a request requires of its
+// credential scope, as STS checks it before the signature.
+type Expect struct {
+	// Service is the service's signing name, such as "sts".
+	Service string
+	// Region is the region of the endpoint the request was sent to (us-east-1
+	// for the global sts.amazonaws.com). A SigV4 scope must name it; a SigV4A
+	// X-Amz-Region-Set must cover it.
+	Region string
+}
+
+// ScopeError is a credential scope that does not fit the endpoint. Its
+// message is the one STS answers with (code SignatureDoesNotMatch).
+type ScopeError struct{ Message string }
+
+func (e *ScopeError) Error() string { return e.Message }
+
 // Verify checks r's SigV4A (AWS4-ECDSA-P256-SHA256) or SigV4 (AWS4-HMAC-SHA256)
-// header signature as AWS would: the canonical request is rebuilt from the
+// header signature as AWS would: the credential scope must name want.Service
+// and, for SigV4, want.Region, and a SigV4A region set must cover want.Region
+// (a *ScopeError otherwise); the canonical request is rebuilt from the
 // method, path, query, signed headers (host taken from r.Host, else r.URL.Host)
 // and the SHA-256 of body; the credential scope must match X-Amz-Date, which
 // must be within maxSkew of now; X-Amz-Security-Token must equal the key's
 // session token when it has one (and be absent when it has none). It returns
 // the access key id.
-func Verify(r *http.Request, body []byte, secrets Secrets, now time.Time, maxSkew time.Duration) (string, error) {
+func Verify(r *http.Request, body []byte, want Expect, secrets Secrets, now time.Time, maxSkew time.Duration) (string, error) {
 	auth, err := parseAuthorization(r.Header.Get("Authorization"))
 	if err != nil {
+		return "", err
+	}
+	if err := checkScope(auth, r.Header.Values("X-Amz-Region-Set"), want); err != nil {
 		return "", err
 	}
 
@@ -78,23 +100,78 @@ func Verify(r *http.Request, body []byte, secrets Secrets, now time.Time, maxSke
 		return "", err
 	}
 
-	canonical, err := canonicalRequest(r, body, auth.signedHeaders)
+	toSign, err := stringToSign(r, body, auth)
 	if err != nil {
 		return "", err
 	}
-	digest := sha256.Sum256([]byte(canonical))
-	stringToSign := strings.Join([]string{auth.algorithm, amzDate, auth.scope, hex.EncodeToString(digest[:])}, "\n")
-
 	switch auth.algorithm {
 	case AlgorithmSigV4:
-		err = verifyHMAC(stringToSign, auth, secret)
+		err = verifyHMAC(toSign, auth, secret)
 	case AlgorithmSigV4A:
-		err = verifyECDSA(stringToSign, auth, secret)
+		err = verifyECDSA(toSign, auth, secret)
 	}
 	if err != nil {
 		return "", err
 	}
 	return auth.accessKeyID, nil
+}
+
+// checkScope is STS's scope check: the right service and, for SigV4, the
+// endpoint's region; for SigV4A a region set that covers it. (AWS does not
+// document STS's wording for a SigV4A region set that misses; the SigV4
+// message stands in for it.)
+func checkScope(a authorization, regionSet []string, want Expect) error {
+	if a.service != want.Service {
+		return &ScopeError{fmt.Sprintf("Credential should be scoped to correct service: '%s'.", want.Service)}
+	}
+	switch a.algorithm {
+	case AlgorithmSigV4:
+		if a.region != want.Region {
+			return &ScopeError{fmt.Sprintf("Credential should be scoped to a valid region, not '%s'.", a.region)}
+		}
+	case AlgorithmSigV4A:
+		set := strings.Join(regionSet, ",")
+		if !regionSetCovers(set, want.Region) {
+			return &ScopeError{fmt.Sprintf("Credential should be scoped to a valid region, not '%s'.", set)}
+		}
+	}
+	return nil
+}
+
+// regionSetCovers reports whether a comma-separated X-Amz-Region-Set names
+// region, each entry a region name in which '*' stands for any run of
+// characters ("*", "us-*").
+func regionSetCovers(set, region string) bool {
+	if region == "" {
+		return false
+	}
+	for _, pattern := range strings.Split(set, ",") {
+		if wildcardMatch(strings.TrimSpace(pattern), region) {
+			return true
+		}
+	}
+	return false
+}
+
+// wildcardMatch matches s against pattern, where '*' is any run of characters.
+func wildcardMatch(pattern, s string) bool {
+	parts := strings.Split(pattern, "*")
+	last := len(parts) - 1
+	if last == 0 {
+		return pattern == s
+	}
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	for _, p := range parts[1:last] {
+		i := strings.Index(s, p)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(p):]
+	}
+	return strings.HasSuffix(s, parts[last])
 }
 
 func checkSessionToken(sent []string, want string, auth authorization) error {
@@ -194,6 +271,17 @@ func parseAuthorization(h string) (authorization, error) {
 	return a, nil
 }
 
+// stringToSign is the algorithm, X-Amz-Date, credential scope and hash of the
+// canonical request, one a line.
+func stringToSign(r *http.Request, body []byte, a authorization) (string, error) {
+	canonical, err := canonicalRequest(r, body, a.signedHeaders)
+	if err != nil {
+		return "", err
+	}
+	digest := sha256.Sum256([]byte(canonical))
+	return strings.Join([]string{a.algorithm, r.Header.Get("X-Amz-Date"), a.scope, hex.EncodeToString(digest[:])}, "\n"), nil
+}
+
 func canonicalRequest(r *http.Request, body []byte, signedHeaders []string) (string, error) {
 	path := r.URL.EscapedPath()
 	if path == "" {
@@ -232,17 +320,28 @@ func canonicalRequest(r *http.Request, body []byte, signedHeaders []string) (str
 	}, "\n"), nil
 }
 
-// canonicalQuery encodes each name and value, then sorts: AWS sorts after
-// encoding.
+// canonicalQuery encodes each name and value, then sorts by encoded name and,
+// for a repeated name, by encoded value: AWS sorts after encoding, and by name
+// first ("a=2" before "a-b=1", though '-' sorts before '=').
 func canonicalQuery(q url.Values) string {
-	var pairs []string
+	type pair struct{ k, v string }
+	var pairs []pair
 	for k, vs := range q {
 		for _, v := range vs {
-			pairs = append(pairs, uriEncode(k, true)+"="+uriEncode(v, true))
+			pairs = append(pairs, pair{uriEncode(k, true), uriEncode(v, true)})
 		}
 	}
-	sort.Strings(pairs)
-	return strings.Join(pairs, "&")
+	sort.Slice(pairs, func(i, j int) bool {
+		if pairs[i].k != pairs[j].k {
+			return pairs[i].k < pairs[j].k
+		}
+		return pairs[i].v < pairs[j].v
+	})
+	encoded := make([]string, len(pairs))
+	for i, p := range pairs {
+		encoded[i] = p.k + "=" + p.v
+	}
+	return strings.Join(encoded, "&")
 }
 
 // uriEncode percent-encodes everything outside RFC 3986's unreserved set,

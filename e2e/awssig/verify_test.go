@@ -2,6 +2,7 @@ package awssig_test
 
 import (
 	"crypto/sha256"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,6 +23,9 @@ const (
 )
 
 var signedAt = time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
+
+// global is what the global STS endpoint, sts.amazonaws.com, expects.
+var global = awssig.Expect{Service: "sts", Region: "us-east-1"}
 
 func secrets(id string) (string, string, bool) {
 	if id != akid {
@@ -75,22 +79,23 @@ func TestVerifyAcceptsRequestsSignedBySmithySigners(t *testing.T) {
 		url    string
 		body   []byte
 		sign   func(*testing.T, *http.Request, []byte)
+		expect awssig.Expect
 	}{
-		{"sigv4a global", "GET", stsURL, nil, func(t *testing.T, r *http.Request, b []byte) { signV4A(t, r, b, creds(), "*") }},
+		{"sigv4a global", "GET", stsURL, nil, func(t *testing.T, r *http.Request, b []byte) { signV4A(t, r, b, creds(), "*") }, global},
 		{"sigv4a regional", "GET", "https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15", nil,
-			func(t *testing.T, r *http.Request, b []byte) { signV4A(t, r, b, creds(), "eu-west-1") }},
-		{"sigv4a post with body", "POST", "https://sts.amazonaws.com/", body, func(t *testing.T, r *http.Request, b []byte) { signV4A(t, r, b, creds(), "*") }},
+			func(t *testing.T, r *http.Request, b []byte) { signV4A(t, r, b, creds(), "eu-west-1") }, awssig.Expect{Service: "sts", Region: "eu-west-1"}},
+		{"sigv4a post with body", "POST", "https://sts.amazonaws.com/", body, func(t *testing.T, r *http.Request, b []byte) { signV4A(t, r, b, creds(), "*") }, global},
 		{"sigv4a odd path and query", "GET", "https://example.com/a%20b/c~d?z=1&a=x%2Fy&a=x-y&sp=a%20b", nil,
-			func(t *testing.T, r *http.Request, b []byte) { signV4A(t, r, b, creds(), "*") }},
+			func(t *testing.T, r *http.Request, b []byte) { signV4A(t, r, b, creds(), "*") }, global},
 		{"sigv4 regional", "GET", "https://sts.us-gov-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15", nil,
-			func(t *testing.T, r *http.Request, b []byte) { signV4(t, r, b, creds(), "us-gov-west-1") }},
-		{"sigv4 post with body", "POST", "https://sts.us-east-1.amazonaws.com/", body, func(t *testing.T, r *http.Request, b []byte) { signV4(t, r, b, creds(), "us-east-1") }},
+			func(t *testing.T, r *http.Request, b []byte) { signV4(t, r, b, creds(), "us-gov-west-1") }, awssig.Expect{Service: "sts", Region: "us-gov-west-1"}},
+		{"sigv4 post with body", "POST", "https://sts.us-east-1.amazonaws.com/", body, func(t *testing.T, r *http.Request, b []byte) { signV4(t, r, b, creds(), "us-east-1") }, global},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRequest(t, tt.method, tt.url)
 			tt.sign(t, r, tt.body)
-			got, err := awssig.Verify(r, tt.body, secrets, signedAt.Add(time.Minute), 5*time.Minute)
+			got, err := awssig.Verify(r, tt.body, tt.expect, secrets, signedAt.Add(time.Minute), 5*time.Minute)
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
@@ -171,7 +176,7 @@ func TestVerifyRejectsTamperedOrInvalidRequests(t *testing.T) {
 				if s == nil {
 					s = secrets
 				}
-				_, err := awssig.Verify(r, body, s, now, 15*time.Minute)
+				_, err := awssig.Verify(r, body, global, s, now, 15*time.Minute)
 				if err == nil {
 					t.Fatal("Verify accepted a request it must reject")
 				}
@@ -187,7 +192,7 @@ func TestVerifyRequiresRegionSetSignedForSigV4A(t *testing.T) {
 	r := newRequest(t, "GET", stsURL)
 	signV4A(t, r, nil, creds(), "*")
 	r.Header.Set("Authorization", strings.Replace(r.Header.Get("Authorization"), ";x-amz-region-set", "", 1))
-	_, err := awssig.Verify(r, nil, secrets, signedAt, time.Minute)
+	_, err := awssig.Verify(r, nil, global, secrets, signedAt, time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "x-amz-region-set is not signed") {
 		t.Fatalf("err = %v, want region set not signed", err)
 	}
@@ -197,7 +202,83 @@ func TestVerifyRejectsChangedRegionSet(t *testing.T) {
 	r := newRequest(t, "GET", stsURL)
 	signV4A(t, r, nil, creds(), "us-east-1")
 	r.Header.Set("X-Amz-Region-Set", "*")
-	if _, err := awssig.Verify(r, nil, secrets, signedAt, time.Minute); err == nil {
+	if _, err := awssig.Verify(r, nil, global, secrets, signedAt, time.Minute); err == nil {
 		t.Fatal("Verify accepted a widened region set")
+	}
+}
+
+// signScoped signs GET host/?Action=GetCallerIdentity for service, with
+// SigV4A and the region set regions or SigV4 and the region regions[0].
+func signScoped(t *testing.T, alg, host, service string, regions ...string) *http.Request {
+	t.Helper()
+	r := newRequest(t, "GET", "https://"+host+"/?Action=GetCallerIdentity&Version=2011-06-15")
+	var err error
+	if alg == awssig.AlgorithmSigV4A {
+		err = sigv4a.New().SignRequest(&sigv4a.SignRequestInput{
+			Request: r, PayloadHash: sha(nil), Credentials: creds(),
+			Service: service, RegionSet: regions, Time: signedAt,
+		})
+	} else {
+		err = sigv4.New().SignRequest(&sigv4.SignRequestInput{
+			Request: r, PayloadHash: sha(nil), Credentials: creds(),
+			Service: service, Region: regions[0], Time: signedAt,
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestVerifyChecksCredentialScope(t *testing.T) {
+	const (
+		v4  = awssig.AlgorithmSigV4
+		v4a = awssig.AlgorithmSigV4A
+	)
+	euCentral := awssig.Expect{Service: "sts", Region: "eu-central-1"}
+	tests := []struct {
+		name    string
+		alg     string
+		host    string
+		service string
+		regions []string
+		expect  awssig.Expect
+		wantErr string // empty: accepted
+	}{
+		{"sigv4a all regions at the global endpoint", v4a, "sts.amazonaws.com", "sts", []string{"*"}, global, ""},
+		{"sigv4a all regions at a regional endpoint", v4a, "sts.eu-central-1.amazonaws.com", "sts", []string{"*"}, euCentral, ""},
+		{"sigv4a the endpoint's region", v4a, "sts.eu-central-1.amazonaws.com", "sts", []string{"eu-central-1"}, euCentral, ""},
+		{"sigv4a a set naming the endpoint's region", v4a, "sts.eu-central-1.amazonaws.com", "sts", []string{"us-east-1", "eu-central-1"}, euCentral, ""},
+		{"sigv4a a wildcard covering the endpoint's region", v4a, "sts.eu-central-1.amazonaws.com", "sts", []string{"eu-*"}, euCentral, ""},
+		{"sigv4 us-east-1 at the global endpoint", v4, "sts.amazonaws.com", "sts", []string{"us-east-1"}, global, ""},
+		{"sigv4 the endpoint's region", v4, "sts.eu-central-1.amazonaws.com", "sts", []string{"eu-central-1"}, euCentral, ""},
+
+		{"sigv4a for iam", v4a, "sts.amazonaws.com", "iam", []string{"*"}, global, "Credential should be scoped to correct service: 'sts'."},
+		{"sigv4 for iam", v4, "sts.amazonaws.com", "iam", []string{"us-east-1"}, global, "Credential should be scoped to correct service: 'sts'."},
+		{"sigv4 for s3", v4, "sts.eu-central-1.amazonaws.com", "s3", []string{"eu-central-1"}, euCentral, "Credential should be scoped to correct service: 'sts'."},
+		{"sigv4 us-west-2 at eu-central-1", v4, "sts.eu-central-1.amazonaws.com", "sts", []string{"us-west-2"}, euCentral,
+			"Credential should be scoped to a valid region, not 'us-west-2'."},
+		{"sigv4 eu-west-1 at the global endpoint", v4, "sts.amazonaws.com", "sts", []string{"eu-west-1"}, global,
+			"Credential should be scoped to a valid region, not 'eu-west-1'."},
+		{"sigv4a region set us-east-1 at eu-central-1", v4a, "sts.eu-central-1.amazonaws.com", "sts", []string{"us-east-1"}, euCentral,
+			"Credential should be scoped to a valid region, not 'us-east-1'."},
+		{"sigv4a a wildcard missing the endpoint's region", v4a, "sts.eu-central-1.amazonaws.com", "sts", []string{"us-*"}, euCentral,
+			"Credential should be scoped to a valid region, not 'us-*'."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := signScoped(t, tt.alg, tt.host, tt.service, tt.regions...)
+			_, err := awssig.Verify(r, nil, tt.expect, secrets, signedAt, time.Minute)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				return
+			}
+			var se *awssig.ScopeError
+			if !errors.As(err, &se) || se.Message != tt.wantErr {
+				t.Fatalf("Verify = %v, want ScopeError %q", err, tt.wantErr)
+			}
+		})
 	}
 }

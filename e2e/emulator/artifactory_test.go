@@ -202,3 +202,27 @@ func TestArtifactoryDelayGivesUpWithTheClient(t *testing.T) {
 		t.Fatal("delayed exchange answered before the client timeout")
 	}
 }
+
+// TestArtifactoryExchangeChecksCredentialScope replays each scope case through the token exchange,
+// with ?region= naming the regional endpoint it was signed for: only a scope STS accepts buys a token.
+func TestArtifactoryExchangeChecksCredentialScope(t *testing.T) {
+	f := newExchangeFixture(t, 0)
+	for _, tc := range scopeCases {
+		t.Run(tc.name, func(t *testing.T) {
+			suffix := TokenExchangePath
+			if m := stsHostRE.FindStringSubmatch(tc.host); m[1] != "" {
+				suffix += "?region=" + m[1]
+			}
+			status, body := f.exchange(t, suffix, signScoped(t, f.role, tc.alg, tc.host, tc.service, tc.region, f.clk.Now()), `{"expires_in": 600}`)
+			if tc.wantMessage == "" {
+				if status != http.StatusOK || !strings.Contains(body, `"username":"k8s-puller"`) {
+					t.Fatalf("got %d %s, want a token for k8s-puller", status, body)
+				}
+				return
+			}
+			if want := "SignatureDoesNotMatch: " + tc.wantMessage; status != http.StatusUnauthorized || !strings.Contains(body, want) {
+				t.Fatalf("got %d %s, want 401 naming %q", status, body, want)
+			}
+		})
+	}
+}

@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/aws/smithy-go/aws-http-auth/credentials"
+	"github.com/aws/smithy-go/aws-http-auth/sigv4"
 	"github.com/aws/smithy-go/aws-http-auth/sigv4a"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/awssig"
 )
 
 const testRoleARN = "arn:aws:iam::123456789012:role/artifactory-puller"
@@ -95,19 +98,28 @@ func (i *oidcIssuer) sign(t *testing.T, c jwt.Claims, key *rsa.PrivateKey) strin
 // signGetCallerIdentity signs GET https://<host>/?Action=GetCallerIdentity with SigV4A, as the webhook does.
 func signGetCallerIdentity(t *testing.T, c Creds, host, regionSet string, at time.Time) *http.Request {
 	t.Helper()
+	return signScoped(t, c, awssig.AlgorithmSigV4A, host, "sts", regionSet, at)
+}
+
+// signScoped signs GET https://<host>/?Action=GetCallerIdentity for service with alg: SigV4A with region
+// set region, or SigV4 scoped to region.
+func signScoped(t *testing.T, c Creds, alg, host, service, region string, at time.Time) *http.Request {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, "https://"+host+"/?Action=GetCallerIdentity&Version=2011-06-15", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	empty := sha256.Sum256(nil)
-	err = sigv4a.New().SignRequest(&sigv4a.SignRequestInput{
-		Request:     req,
-		PayloadHash: empty[:],
-		Credentials: credentials.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken},
-		Service:     "sts",
-		RegionSet:   []string{regionSet},
-		Time:        at,
-	})
+	creds := credentials.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}
+	if alg == awssig.AlgorithmSigV4A {
+		err = sigv4a.New().SignRequest(&sigv4a.SignRequestInput{
+			Request: req, PayloadHash: empty[:], Credentials: creds, Service: service, RegionSet: []string{region}, Time: at,
+		})
+	} else {
+		err = sigv4.New().SignRequest(&sigv4.SignRequestInput{
+			Request: req, PayloadHash: empty[:], Credentials: creds, Service: service, Region: region, Time: at,
+		})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -37,6 +38,8 @@ const (
 )
 
 var (
+	// stsHostRE is an STS endpoint host: global, regional, or a China region's.
+	stsHostRE         = regexp.MustCompile(`^sts(?:\.([a-z0-9-]+))?\.amazonaws\.com(?:\.cn)?$`)
 	roleSessionNameRE = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
 	roleARNRE         = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov):iam::(\d{12}):role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})$`)
 )
@@ -474,8 +477,12 @@ func (s *STS) getCallerIdentity(r *http.Request, body []byte) (any, error) {
 		caller = c
 		return c.SecretAccessKey, c.SessionToken, true
 	}
-	if _, err := awssig.Verify(r, body, secrets, now, maxClockSkew); err != nil {
+	want := awssig.Expect{Service: "sts", Region: endpointRegion(r.Host)}
+	if _, err := awssig.Verify(r, body, want, secrets, now, maxClockSkew); err != nil {
+		var scope *awssig.ScopeError
 		switch {
+		case errors.As(err, &scope):
+			return nil, senderError(http.StatusForbidden, "SignatureDoesNotMatch", "%s", scope.Message)
 		case unknown:
 			return nil, senderError(http.StatusForbidden, "InvalidClientTokenId", "The security token included in the request is invalid.")
 		case expired:
@@ -493,6 +500,20 @@ func (s *STS) getCallerIdentity(r *http.Request, body []byte) (any, error) {
 	resp.Result.Account = caller.Account
 	resp.RequestID = requestID()
 	return resp, nil
+}
+
+// endpointRegion is the region of the STS endpoint a request was sent to, by
+// its Host: sts.<region>.amazonaws.com[.cn] is that region's, and the global
+// sts.amazonaws.com is us-east-1's, as is the emulator's own address (an SDK
+// pointed at it with BaseEndpoint).
+func endpointRegion(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if m := stsHostRE.FindStringSubmatch(host); m != nil && m[1] != "" {
+		return m[1]
+	}
+	return "us-east-1"
 }
 
 // roleID is a stable AROA… unique id for a role, as IAM assigns one per role.

@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/awssig"
 )
 
 const testSubject = "system:serviceaccount:apps:puller"
@@ -233,5 +235,59 @@ func TestSTSFaultSwitches(t *testing.T) {
 
 	if _, err := client.GetCallerIdentity(t.Context(), &sts.GetCallerIdentityInput{}); err != nil {
 		t.Errorf("after clearing faults: %v", err)
+	}
+}
+
+// scopeCase is a GetCallerIdentity signed for host with alg, service and region (SigV4A: region
+// set), and STS's answer: "" for the caller's identity, else the SignatureDoesNotMatch message.
+type scopeCase struct {
+	name                       string
+	alg, host, service, region string
+	wantMessage                string
+}
+
+var scopeCases = []scopeCase{
+	{"sigv4a all regions at the global endpoint (the webhook's default)", awssig.AlgorithmSigV4A, "sts.amazonaws.com", "sts", "*", ""},
+	{"sigv4a the endpoint's region (the webhook with aws.region)", awssig.AlgorithmSigV4A, "sts.eu-central-1.amazonaws.com", "sts", "eu-central-1", ""},
+	{"sigv4a all regions at a regional endpoint", awssig.AlgorithmSigV4A, "sts.eu-central-1.amazonaws.com", "sts", "*", ""},
+	{"sigv4a a China region at its endpoint", awssig.AlgorithmSigV4A, "sts.cn-north-1.amazonaws.com.cn", "sts", "cn-north-1", ""},
+	{"sigv4 us-east-1 at the global endpoint", awssig.AlgorithmSigV4, "sts.amazonaws.com", "sts", "us-east-1", ""},
+	{"sigv4 the endpoint's region", awssig.AlgorithmSigV4, "sts.eu-central-1.amazonaws.com", "sts", "eu-central-1", ""},
+
+	{"sigv4a for iam", awssig.AlgorithmSigV4A, "sts.amazonaws.com", "iam", "*", "Credential should be scoped to correct service: 'sts'."},
+	{"sigv4 for iam", awssig.AlgorithmSigV4, "sts.amazonaws.com", "iam", "us-east-1", "Credential should be scoped to correct service: 'sts'."},
+	{"sigv4 for s3", awssig.AlgorithmSigV4, "sts.eu-central-1.amazonaws.com", "s3", "eu-central-1", "Credential should be scoped to correct service: 'sts'."},
+	{"sigv4 us-west-2 at sts.eu-central-1", awssig.AlgorithmSigV4, "sts.eu-central-1.amazonaws.com", "sts", "us-west-2",
+		"Credential should be scoped to a valid region, not 'us-west-2'."},
+	{"sigv4 eu-central-1 at the global endpoint", awssig.AlgorithmSigV4, "sts.amazonaws.com", "sts", "eu-central-1",
+		"Credential should be scoped to a valid region, not 'eu-central-1'."},
+	{"sigv4a region set us-east-1 at sts.eu-central-1", awssig.AlgorithmSigV4A, "sts.eu-central-1.amazonaws.com", "sts", "us-east-1",
+		"Credential should be scoped to a valid region, not 'us-east-1'."},
+}
+
+func TestGetCallerIdentityChecksCredentialScope(t *testing.T) {
+	clk := newClock()
+	s := newTestSTS(t, newOIDCIssuer(t), clk)
+	c := s.IssueCredentials(testRoleARN, "scope", time.Hour)
+	for _, tc := range scopeCases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := sendTo(t, signScoped(t, c, tc.alg, tc.host, tc.service, tc.region, clk.Now()), s.URL())
+			body, _ := io.ReadAll(resp.Body)
+			if tc.wantMessage == "" {
+				var ok getCallerIdentityResponse
+				if resp.StatusCode != http.StatusOK || xml.Unmarshal(body, &ok) != nil || ok.Result.Arn != c.AssumedRoleARN {
+					t.Fatalf("got %d %s, want 200 naming %s", resp.StatusCode, body, c.AssumedRoleARN)
+				}
+				return
+			}
+			var e struct {
+				Code    string `xml:"Error>Code"`
+				Message string `xml:"Error>Message"`
+			}
+			if resp.StatusCode != http.StatusForbidden || xml.Unmarshal(body, &e) != nil ||
+				e.Code != "SignatureDoesNotMatch" || e.Message != tc.wantMessage {
+				t.Fatalf("got %d %s, want 403 SignatureDoesNotMatch %q", resp.StatusCode, body, tc.wantMessage)
+			}
+		})
 	}
 }

@@ -103,6 +103,14 @@ func NewCache(mint MintFunc, o CacheOptions) *Cache {
 // from ctx (bounded by MintTimeout) so that one caller giving up does not fail
 // the others; each caller still returns as soon as its own ctx is done.
 func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
+	return c.GetFor(ctx, key, nil)
+}
+
+// GetFor is Get minting with mint instead of the Cache's MintFunc when it
+// must mint: for a key whose mint needs what the key does not hold (the
+// ServiceAccount whose token assumes the key's role). Concurrent calls for
+// one key share the first caller's mint.
+func (c *Cache) GetFor(ctx context.Context, key Key, mint MintFunc) (Credential, error) {
 	cached, ok := c.lookup(key)
 	now := c.o.Now()
 	if ok && !c.needsRefresh(cached, now) {
@@ -130,7 +138,10 @@ func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
 		if cred, ok := c.adopt(mintCtx, key); ok {
 			return cred, nil
 		}
-		cred, err := c.mint(mintCtx, key)
+		if mint == nil {
+			mint = c.mint
+		}
+		cred, err := mint(mintCtx, key)
 		c.record(key, cred, err)
 		if err == nil && c.o.OnMint != nil {
 			c.o.OnMint(key, cred)

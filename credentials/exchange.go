@@ -183,7 +183,13 @@ type tokenResponse struct {
 // Exchange signs sts:GetCallerIdentity with the current AWS credentials and
 // posts its headers to Artifactory for a token.
 func (e *Exchanger) Exchange(ctx context.Context) (Credential, error) {
-	cred, err := e.exchange(ctx)
+	return e.ExchangeWith(ctx, e.o.Credentials)
+}
+
+// ExchangeWith is Exchange signing with creds instead: the credentials of
+// another Identity, such as a ServiceAccount's role (RoleCredentials).
+func (e *Exchanger) ExchangeWith(ctx context.Context, creds aws.CredentialsProvider) (Credential, error) {
+	cred, err := e.exchange(ctx, creds)
 	if err != nil {
 		e.o.Metrics.Exchange(e.o.Instance, FailureClass(err))
 		return Credential{}, err
@@ -192,14 +198,14 @@ func (e *Exchanger) Exchange(ctx context.Context) (Credential, error) {
 	return cred, nil
 }
 
-func (e *Exchanger) exchange(ctx context.Context) (Credential, error) {
+func (e *Exchanger) exchange(ctx context.Context, provider aws.CredentialsProvider) (Credential, error) {
 	host := hostOf(e.tokenURL)
 	fail := func(status int, body []byte, reason string, err error) *ExchangeError {
 		return &ExchangeError{Instance: e.o.Instance, Host: host, Status: status,
 			Body: sanitizeBody(body), Reason: reason, Err: err}
 	}
 
-	creds, err := e.o.Credentials.Retrieve(ctx)
+	creds, err := provider.Retrieve(ctx)
 	if err != nil {
 		return Credential{}, fail(0, nil, "", fmt.Errorf("%w: %w", errCredentials, err))
 	}

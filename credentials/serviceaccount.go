@@ -1,0 +1,183 @@
+package credentials
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+)
+
+// Identity says whose AWS credentials sign an exchange: the webhook's own
+// (the zero value), or the IAM role of a ServiceAccount (IRSA: its
+// eks.amazonaws.com/role-arn annotation), assumed with a token of that
+// ServiceAccount. The request path resolves it once per pod; it keys the
+// token cache (Key), the checkpoint and the pull Secret.
+type Identity struct {
+	// RoleARN is the ServiceAccount's IAM role; empty for the webhook's
+	// own identity.
+	RoleARN string
+	// Namespace and ServiceAccount name the ServiceAccount whose token is
+	// exchanged for RoleARN. They are not part of the token cache key:
+	// ServiceAccounts of one role share its Artifactory token.
+	Namespace, ServiceAccount string
+}
+
+// IsWebhook reports whether id is the webhook's own identity.
+func (id Identity) IsWebhook() bool { return id.RoleARN == "" }
+
+// rolePrefix starts the cache identity of a ServiceAccount's role.
+const rolePrefix = "role:"
+
+// Name is id's part of a token cache Key: WebhookIdentity, or "role:" and
+// the role ARN.
+func (id Identity) Name() string {
+	if id.IsWebhook() {
+		return WebhookIdentity
+	}
+	return rolePrefix + id.RoleARN
+}
+
+// Key is the token cache key of id's tokens for instance, whose
+// configuration has fingerprint.
+func (id Identity) Key(instance, fingerprint string) Key {
+	return Key{Instance: instance, Identity: id.Name(), Fingerprint: fingerprint}
+}
+
+// String names id for logs, metrics and warnings; it holds no secret.
+func (id Identity) String() string {
+	if id.IsWebhook() {
+		return WebhookIdentity
+	}
+	return fmt.Sprintf("role %s (ServiceAccount %s/%s)", id.RoleARN, id.Namespace, id.ServiceAccount)
+}
+
+// RoleARNPattern is an IAM role ARN in any partition, as STS accepts it.
+var RoleARNPattern = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b|-iso-e|-iso-f|-eusc)?:iam::\d{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}$`)
+
+// ServiceAccountTokens returns a token of a ServiceAccount for audience
+// sts.amazonaws.com (in the webhook, from the TokenRequest API).
+type ServiceAccountTokens func(ctx context.Context, namespace, name string) (string, error)
+
+// RoleCredentials assumes the IAM roles of ServiceAccounts: a token of the
+// ServiceAccount, then sts:AssumeRoleWithWebIdentity for its role. Nothing
+// is cached here: one Artifactory token per role and rotation is minted
+// from these credentials, and the token cache holds that.
+type RoleCredentials struct {
+	sts    *sts.Client
+	tokens ServiceAccountTokens
+}
+
+// stsCredentialLifetime is how long assumed-role credentials are asked
+// for: the least STS grants, enough to sign one exchange.
+const stsCredentialLifetime = 15 * time.Minute
+
+// NewRoleCredentials calls the STS endpoint o names (else the pod's
+// region's, as for the webhook's own IRSA identity) with tokens from
+// tokens.
+func NewRoleCredentials(o AWSOptions, tokens ServiceAccountTokens) (*RoleCredentials, error) {
+	if tokens == nil {
+		return nil, errors.New("a ServiceAccount token source is required")
+	}
+	region := cmp.Or(envRegion(), o.Region, defaultSTSRegion)
+	client := sts.New(sts.Options{Region: region}, func(so *sts.Options) {
+		if o.STSEndpoint != "" {
+			so.BaseEndpoint = aws.String(o.STSEndpoint)
+		}
+		if o.HTTPClient != nil {
+			so.HTTPClient = o.HTTPClient
+		}
+	})
+	return &RoleCredentials{sts: client, tokens: tokens}, nil
+}
+
+// Provider returns the AWS credentials of id's role, for an Exchanger.
+func (r *RoleCredentials) Provider(id Identity) aws.CredentialsProvider {
+	return aws.CredentialsProviderFunc(func(ctx context.Context) (aws.Credentials, error) {
+		return r.retrieve(ctx, id)
+	})
+}
+
+func (r *RoleCredentials) retrieve(ctx context.Context, id Identity) (aws.Credentials, error) {
+	if id.IsWebhook() {
+		return aws.Credentials{}, errors.New("the webhook's own identity has no ServiceAccount role")
+	}
+	token, err := r.tokens(ctx, id.Namespace, id.ServiceAccount)
+	if err != nil {
+		return aws.Credentials{}, fmt.Errorf("requesting a token of ServiceAccount %s/%s: %w", id.Namespace, id.ServiceAccount, err)
+	}
+	out, err := r.sts.AssumeRoleWithWebIdentity(ctx, &sts.AssumeRoleWithWebIdentityInput{
+		RoleArn:          aws.String(id.RoleARN),
+		RoleSessionName:  aws.String(SessionName(id)),
+		WebIdentityToken: aws.String(token),
+		DurationSeconds:  aws.Int32(int32(stsCredentialLifetime / time.Second)),
+	})
+	if err != nil {
+		return aws.Credentials{}, fmt.Errorf("sts:AssumeRoleWithWebIdentity for role %s as ServiceAccount %s/%s: %w",
+			id.RoleARN, id.Namespace, id.ServiceAccount, err)
+	}
+	c := out.Credentials
+	if c == nil || c.AccessKeyId == nil || c.SecretAccessKey == nil || c.SessionToken == nil {
+		return aws.Credentials{}, fmt.Errorf("sts:AssumeRoleWithWebIdentity for role %s answered no credentials", id.RoleARN)
+	}
+	creds := aws.Credentials{AccessKeyID: *c.AccessKeyId, SecretAccessKey: *c.SecretAccessKey,
+		SessionToken: *c.SessionToken, Source: "AssumeRoleWithWebIdentity"}
+	if c.Expiration != nil {
+		creds.CanExpire, creds.Expires = true, *c.Expiration
+	}
+	return creds, nil
+}
+
+// sessionNameChars is what STS allows in a role session name besides
+// letters and digits.
+const sessionNameChars = "+=,.@_-"
+
+// SessionName is the role session name of id's credentials: it tells
+// CloudTrail readers which ServiceAccount assumed the role (at most 64
+// characters, as STS allows).
+func SessionName(id Identity) string {
+	name := strings.Map(func(r rune) rune {
+		if r < 128 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(sessionNameChars, r)) {
+			return r
+		}
+		return '-'
+	}, "apw@"+id.Namespace+"."+id.ServiceAccount)
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	return name
+}
+
+// RoleARNAnnotation is IRSA's ServiceAccount annotation naming its IAM
+// role, as amazon-eks-pod-identity-webhook and jfrog-credentials-provider
+// read it.
+const RoleARNAnnotation = "eks.amazonaws.com/role-arn"
+
+// ErrNoRole is returned (wrapped) by ServiceAccountIdentity for a
+// ServiceAccount that names no role, or has not opted in.
+var ErrNoRole = errors.New("no IAM role for the exchange")
+
+// ServiceAccountIdentity is the identity of the ServiceAccount namespace/
+// name with annotations: its RoleARNAnnotation, when optIn is empty or the
+// annotation optIn is "true" (jfrog-credentials-provider's JFrogExchange
+// convention, so that clusters migrating from it need no relabelling).
+// The error says which annotation is missing or wrong.
+func ServiceAccountIdentity(namespace, name string, annotations map[string]string, optIn string) (Identity, error) {
+	if optIn != "" && !strings.EqualFold(annotations[optIn], "true") {
+		return Identity{}, fmt.Errorf("%w: ServiceAccount %s/%s does not carry the annotation %s: \"true\"", ErrNoRole, namespace, name, optIn)
+	}
+	role, ok := annotations[RoleARNAnnotation]
+	if !ok || role == "" {
+		return Identity{}, fmt.Errorf("%w: ServiceAccount %s/%s has no %s annotation", ErrNoRole, namespace, name, RoleARNAnnotation)
+	}
+	if !RoleARNPattern.MatchString(role) {
+		return Identity{}, fmt.Errorf("ServiceAccount %s/%s: annotation %s is %q, not an IAM role ARN (arn:aws:iam::<account>:role/<name>)",
+			namespace, name, RoleARNAnnotation, role)
+	}
+	return Identity{RoleARN: role, Namespace: namespace, ServiceAccount: name}, nil
+}

@@ -1,0 +1,196 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+)
+
+const (
+	teamARole = "arn:aws:iam::123456789012:role/team-a-puller"
+	teamBRole = "arn:aws:iam::123456789012:role/team-b-puller"
+)
+
+func TestIdentityKeysTheCacheByRoleNotByServiceAccount(t *testing.T) {
+	a := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}
+	a2 := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "worker"}
+	b := Identity{RoleARN: teamBRole, Namespace: "team-b", ServiceAccount: "api"}
+	if a.Key("main", "fp") != a2.Key("main", "fp") {
+		t.Error("two ServiceAccounts of one role have different cache keys: they would mint twice")
+	}
+	if a.Key("main", "fp") == b.Key("main", "fp") || a.Key("main", "fp") == (Identity{}).Key("main", "fp") {
+		t.Error("different roles, or a role and the webhook, share a cache key")
+	}
+	if got := (Identity{}).Key("main", "fp"); got != (Key{Instance: "main", Identity: WebhookIdentity, Fingerprint: "fp"}) {
+		t.Errorf("webhook identity key = %+v, want today's key", got)
+	}
+	if !(Identity{}).IsWebhook() || a.IsWebhook() {
+		t.Error("IsWebhook is wrong")
+	}
+	if s := a.String(); !strings.Contains(s, teamARole) || !strings.Contains(s, "team-a/api") {
+		t.Errorf("String() = %q, want the role and the ServiceAccount", s)
+	}
+}
+
+func TestSessionNameIsValidForSTSAndNamesTheServiceAccount(t *testing.T) {
+	long := strings.Repeat("n", 63)
+	for _, tc := range []struct {
+		id   Identity
+		want string
+	}{
+		{Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}, "apw@team-a.api"},
+		{Identity{RoleARN: teamARole, Namespace: long, ServiceAccount: "api"}, ("apw@" + long)[:64]},
+	} {
+		got := SessionName(tc.id)
+		if got != tc.want || len(got) > 64 || !strings.ContainsAny(got, "@") {
+			t.Errorf("SessionName(%s/%s) = %q, want %q", tc.id.Namespace, tc.id.ServiceAccount, got, tc.want)
+		}
+	}
+}
+
+// fakeSTS answers AssumeRoleWithWebIdentity with the test credentials for
+// the tokens it was given, as STS would after checking the role's trust
+// policy (the e2e STS emulator checks that part).
+type fakeSTS struct {
+	mu    sync.Mutex
+	calls []url.Values
+	deny  bool
+}
+
+func (f *fakeSTS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	f.mu.Lock()
+	f.calls = append(f.calls, r.PostForm)
+	deny := f.deny
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "text/xml")
+	if deny || r.PostForm.Get("Action") != "AssumeRoleWithWebIdentity" {
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error><RequestId>r</RequestId></ErrorResponse>`)
+		return
+	}
+	fmt.Fprintf(w, `<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleWithWebIdentityResult>
+<Credentials><AccessKeyId>%s</AccessKeyId><SecretAccessKey>%s</SecretAccessKey><SessionToken>%s</SessionToken><Expiration>2030-01-01T00:00:00Z</Expiration></Credentials>
+<AssumedRoleUser><Arn>x</Arn><AssumedRoleId>y</AssumedRoleId></AssumedRoleUser></AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></AssumeRoleWithWebIdentityResponse>`,
+		testAccessKey, testSecretKey, testSessionToken)
+}
+
+func TestExchangeAsAServiceAccountAssumesItsRoleWithItsToken(t *testing.T) {
+	stsFake := &fakeSTS{}
+	stsSrv := httptest.NewServer(stsFake)
+	t.Cleanup(stsSrv.Close)
+	var asked []string
+	tokens := func(_ context.Context, ns, name string) (string, error) {
+		asked = append(asked, ns+"/"+name)
+		if name == "missing" {
+			return "", errors.New(`serviceaccounts "missing" not found`)
+		}
+		return "jwt-of-" + ns + "-" + name, nil
+	}
+	roles, err := NewRoleCredentials(AWSOptions{STSEndpoint: stsSrv.URL}, tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeArtifactory(t)
+	e := newTestExchanger(t, f, nil)
+	id := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}
+
+	cred, err := e.ExchangeWith(context.Background(), roles.Provider(id))
+	if err != nil || cred.Token.Reveal() != testRawToken {
+		t.Fatalf("ExchangeWith = %v; want the token, signed with the role's credentials", err)
+	}
+	if len(stsFake.calls) != 1 {
+		t.Fatalf("%d STS calls, want 1", len(stsFake.calls))
+	}
+	call := stsFake.calls[0]
+	if call.Get("RoleArn") != teamARole || call.Get("WebIdentityToken") != "jwt-of-team-a-api" ||
+		call.Get("RoleSessionName") != "apw@team-a.api" || call.Get("DurationSeconds") != "900" {
+		t.Errorf("AssumeRoleWithWebIdentity form = %v", call)
+	}
+
+	// The reasons a ServiceAccount's exchange fails name it and its role.
+	missing := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "missing"}
+	if _, err := e.ExchangeWith(context.Background(), roles.Provider(missing)); err == nil ||
+		!strings.Contains(err.Error(), "ServiceAccount team-a/missing") || FailureClass(err) != "credentials" {
+		t.Errorf("exchange without a ServiceAccount token: %v (class %s)", err, FailureClass(err))
+	}
+	stsFake.deny = true
+	if _, err := e.ExchangeWith(context.Background(), roles.Provider(id)); err == nil ||
+		!strings.Contains(err.Error(), "AccessDenied") || !strings.Contains(err.Error(), teamARole) {
+		t.Errorf("exchange with the role's trust denied: %v", err)
+	}
+	if _, err := roles.Provider(Identity{}).Retrieve(context.Background()); err == nil {
+		t.Error("RoleCredentials gave credentials for the webhook's own identity")
+	}
+	if len(asked) != 3 {
+		t.Errorf("ServiceAccount tokens asked %v, want one per exchange", asked)
+	}
+}
+
+func TestCacheGetForMintsWithTheCallersMint(t *testing.T) {
+	clock := &fakeClock{now: exchangeNow}
+	m := &countingMint{clock: clock, lifetime: 60 * 60e9}
+	c := NewCache(m.mint, CacheOptions{Now: clock.Now})
+	key := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}.Key("main", "fp")
+	var used int
+	own := func(ctx context.Context, k Key) (Credential, error) {
+		used++
+		return m.mint(ctx, k)
+	}
+	if _, err := c.GetFor(context.Background(), key, own); err != nil || used != 1 {
+		t.Fatalf("GetFor: %v, caller's mint used %d times; want 1", err, used)
+	}
+	// Cached for the role: a second ServiceAccount of it mints nothing.
+	if _, err := c.GetFor(context.Background(), key, own); err != nil || used != 1 || m.calls.Load() != 1 {
+		t.Errorf("second GetFor: %v, mints %d/%d; want the cached token", err, used, m.calls.Load())
+	}
+}
+
+func TestServiceAccountIdentityReadsIRSAsAnnotationAndTheOptIn(t *testing.T) {
+	role := map[string]string{RoleARNAnnotation: teamARole}
+	for _, tc := range []struct {
+		name        string
+		annotations map[string]string
+		optIn       string
+		wantRole    string
+		wantNoRole  bool
+		wantErr     string
+	}{
+		{name: "role", annotations: role, wantRole: teamARole},
+		{name: "no annotation", annotations: nil, wantNoRole: true, wantErr: "has no eks.amazonaws.com/role-arn annotation"},
+		{name: "empty role", annotations: map[string]string{RoleARNAnnotation: ""}, wantNoRole: true, wantErr: "has no"},
+		{name: "not an ARN", annotations: map[string]string{RoleARNAnnotation: "team-a-puller"}, wantErr: "not an IAM role ARN"},
+		{name: "a user ARN", annotations: map[string]string{RoleARNAnnotation: "arn:aws:iam::123456789012:user/bob"}, wantErr: "not an IAM role ARN"},
+		{name: "GovCloud role with a path", annotations: map[string]string{RoleARNAnnotation: "arn:aws-us-gov:iam::123456789012:role/pull/team-a"},
+			wantRole: "arn:aws-us-gov:iam::123456789012:role/pull/team-a"},
+		{name: "opt-in required and given", annotations: map[string]string{RoleARNAnnotation: teamARole, "JFrogExchange": "true"},
+			optIn: "JFrogExchange", wantRole: teamARole},
+		{name: "opt-in required and missing", annotations: role, optIn: "JFrogExchange", wantNoRole: true,
+			wantErr: `does not carry the annotation JFrogExchange: "true"`},
+		{name: "opt-in false", annotations: map[string]string{RoleARNAnnotation: teamARole, "JFrogExchange": "false"},
+			optIn: "JFrogExchange", wantNoRole: true, wantErr: "JFrogExchange"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := ServiceAccountIdentity("team-a", "api", tc.annotations, tc.optIn)
+			if tc.wantRole != "" {
+				if err != nil || id.RoleARN != tc.wantRole || id.Namespace != "team-a" || id.ServiceAccount != "api" {
+					t.Fatalf("= %+v, %v; want role %s", id, err, tc.wantRole)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "team-a/api") ||
+				errors.Is(err, ErrNoRole) != tc.wantNoRole {
+				t.Errorf("err = %v; want one containing %q naming team-a/api (ErrNoRole: %v)", err, tc.wantErr, tc.wantNoRole)
+			}
+		})
+	}
+}

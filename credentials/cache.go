@@ -28,6 +28,9 @@ type CacheOptions struct {
 	Now func() time.Time
 	// Metrics records lookups; nil records nothing.
 	Metrics *metrics.Metrics
+	// MintAs mints key's token as id, a ServiceAccount's identity (GetAs);
+	// nil mints every key with the MintFunc.
+	MintAs func(ctx context.Context, key Key, id Identity) (Credential, error)
 	// MintTimeout bounds one shared mint; 30s when zero.
 	MintTimeout time.Duration
 	// Backoff spaces out the mints of a key that keeps failing; the zero
@@ -103,14 +106,22 @@ func NewCache(mint MintFunc, o CacheOptions) *Cache {
 // from ctx (bounded by MintTimeout) so that one caller giving up does not fail
 // the others; each caller still returns as soon as its own ctx is done.
 func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
-	return c.GetFor(ctx, key, nil)
+	return c.get(ctx, key, nil)
 }
 
-// GetFor is Get minting with mint instead of the Cache's MintFunc when it
-// must mint: for a key whose mint needs what the key does not hold (the
-// ServiceAccount whose token assumes the key's role). Concurrent calls for
-// one key share the first caller's mint.
-func (c *Cache) GetFor(ctx context.Context, key Key, mint MintFunc) (Credential, error) {
+// GetAs is Get for id's key (id.Key): a ServiceAccount's identity mints
+// with CacheOptions.MintAs, which is given the ServiceAccount whose token
+// assumes the role (the key holds only the role: ServiceAccounts of one
+// role share its token). Concurrent calls for one key share the first
+// caller's mint.
+func (c *Cache) GetAs(ctx context.Context, id Identity, key Key) (Credential, error) {
+	if id.IsWebhook() || c.o.MintAs == nil {
+		return c.get(ctx, key, nil)
+	}
+	return c.get(ctx, key, func(ctx context.Context, key Key) (Credential, error) { return c.o.MintAs(ctx, key, id) })
+}
+
+func (c *Cache) get(ctx context.Context, key Key, mint MintFunc) (Credential, error) {
 	cached, ok := c.lookup(key)
 	now := c.o.Now()
 	if ok && !c.needsRefresh(cached, now) {

@@ -136,22 +136,26 @@ func TestExchangeAsAServiceAccountAssumesItsRoleWithItsToken(t *testing.T) {
 	}
 }
 
-func TestCacheGetForMintsWithTheCallersMint(t *testing.T) {
+func TestCacheGetAsMintsAsTheServiceAccountOnceForItsRole(t *testing.T) {
 	clock := &fakeClock{now: exchangeNow}
 	m := &countingMint{clock: clock, lifetime: 60 * 60e9}
-	c := NewCache(m.mint, CacheOptions{Now: clock.Now})
-	key := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}.Key("main", "fp")
-	var used int
-	own := func(ctx context.Context, k Key) (Credential, error) {
-		used++
+	var as []Identity
+	c := NewCache(m.mint, CacheOptions{Now: clock.Now, MintAs: func(ctx context.Context, k Key, id Identity) (Credential, error) {
+		as = append(as, id)
 		return m.mint(ctx, k)
+	}})
+	api := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}
+	worker := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "worker"}
+	if _, err := c.GetAs(context.Background(), api, api.Key("main", "fp")); err != nil || len(as) != 1 || as[0] != api {
+		t.Fatalf("GetAs: %v, minted as %v; want once as team-a/api", err, as)
 	}
-	if _, err := c.GetFor(context.Background(), key, own); err != nil || used != 1 {
-		t.Fatalf("GetFor: %v, caller's mint used %d times; want 1", err, used)
+	// Cached for the role: another ServiceAccount of it mints nothing.
+	if _, err := c.GetAs(context.Background(), worker, worker.Key("main", "fp")); err != nil || len(as) != 1 || m.calls.Load() != 1 {
+		t.Errorf("GetAs for a second ServiceAccount of the role: %v, minted as %v; want the cached token", err, as)
 	}
-	// Cached for the role: a second ServiceAccount of it mints nothing.
-	if _, err := c.GetFor(context.Background(), key, own); err != nil || used != 1 || m.calls.Load() != 1 {
-		t.Errorf("second GetFor: %v, mints %d/%d; want the cached token", err, used, m.calls.Load())
+	// The webhook's own identity mints with the MintFunc.
+	if _, err := c.GetAs(context.Background(), Identity{}, Identity{}.Key("main", "fp")); err != nil || len(as) != 1 || m.calls.Load() != 2 {
+		t.Errorf("GetAs for the webhook: %v, MintAs calls %d, mints %d; want the MintFunc", err, len(as), m.calls.Load())
 	}
 }
 

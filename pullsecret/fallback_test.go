@@ -45,7 +45,7 @@ func TestEnsureKeepsAStillValidSecretWhenWritingItsRefreshFails(t *testing.T) {
 // slowTokens is a token source whose mint outlasts every caller.
 type slowTokens struct{}
 
-func (slowTokens) Get(ctx context.Context, _ credentials.Key) (credentials.Credential, error) {
+func (slowTokens) GetAs(ctx context.Context, _ credentials.Identity, _ credentials.Key) (credentials.Credential, error) {
 	<-ctx.Done()
 	return credentials.Credential{}, ctx.Err()
 }

@@ -17,7 +17,7 @@ import (
 // refresh point.
 func TestEnsureRewritesASecretOfAnotherTokenFingerprint(t *testing.T) {
 	old := NewStore(Options{Fingerprints: map[string]string{"acme": "fp-old-url"}})
-	sec, err := old.build(ns, instance(), credAt(t0, "old-server-token"))
+	sec, err := old.build(ns, newTarget(instance(), credentials.Identity{}), credAt(t0, "old-server-token"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 )
 
 // HeldExpiries returns, for each instance of cfg with at least one managed
@@ -43,7 +44,7 @@ func (s *Store) HeldExpiries(ctx context.Context, cfg *config.Config) map[string
 		if !ok {
 			continue
 		}
-		_, expires, ok := s.lifetime(sec, inst)
+		_, expires, ok := s.lifetime(sec, newTarget(inst, credentials.Identity{}))
 		if !ok {
 			continue
 		}

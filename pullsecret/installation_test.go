@@ -10,13 +10,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 )
 
 // otherInstallations is a managed Secret written by another installation of
 // the webhook (its own release, its own opt-in label).
 func otherInstallations(t *testing.T) *corev1.Secret {
 	t.Helper()
-	s, err := NewStore(Options{Fingerprints: testPrints, Installation: "team-b-puller"}).build(ns, instance(), credAt(t0, "b-token"))
+	s, err := NewStore(Options{Fingerprints: testPrints, Installation: "team-b-puller"}).build(ns, newTarget(instance(), credentials.Identity{}), credAt(t0, "b-token"))
 	if err != nil {
 		t.Fatal(err)
 	}

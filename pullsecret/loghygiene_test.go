@@ -185,7 +185,7 @@ func TestStoreAndRefresherLogAndRecordNoTokenInAnyEncoding(t *testing.T) {
 			s.pass(h.store.Ensure(ctx, ns, instance(), false))
 		}},
 		{"Ensure meets another installation's Secret", "another installation", func(t *testing.T, s *hygieneSink) {
-			other, err := NewStore(Options{Fingerprints: testPrints, Installation: "team-b-puller"}).build(ns, instance(), credAt(t0, oldTok))
+			other, err := NewStore(Options{Fingerprints: testPrints, Installation: "team-b-puller"}).build(ns, newTarget(instance(), credentials.Identity{}), credAt(t0, oldTok))
 			if err != nil {
 				t.Fatal(err)
 			}

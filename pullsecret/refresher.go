@@ -428,7 +428,7 @@ func (r *Refresher) retryAfter(inst config.Instance) time.Duration {
 }
 
 func (r *Refresher) key(inst config.Instance) credentials.Key {
-	return r.store.key(inst)
+	return r.store.key(newTarget(inst, credentials.Identity{}))
 }
 
 func (r *Refresher) present(ctx context.Context, key types.NamespacedName) (bool, error) {

@@ -24,7 +24,8 @@ import (
 
 // TokenSource is the token cache (credentials.Cache satisfies it).
 type TokenSource interface {
-	Get(ctx context.Context, key credentials.Key) (credentials.Credential, error)
+	// GetAs returns id's token for key (id.Key).
+	GetAs(ctx context.Context, id credentials.Identity, key credentials.Key) (credentials.Credential, error)
 }
 
 // Options configures a Store.
@@ -35,9 +36,6 @@ type Options struct {
 	// Writer talks to the API server directly.
 	Writer client.Client
 	Tokens TokenSource
-	// Identity is the AWS identity tokens are minted for
-	// (credentials.WebhookIdentity by default).
-	Identity string
 	// Fingerprints are the credentials.Fingerprint of each instance's
 	// tokens, by instance name (none when absent).
 	Fingerprints map[string]string
@@ -89,7 +87,6 @@ type Store struct {
 	reader    client.Reader
 	writer    client.Client
 	tokens    TokenSource
-	identity  string
 	prints    map[string]string // fingerprints by instance
 	install   string
 	threshold float64
@@ -157,7 +154,6 @@ func NewStore(o Options) *Store {
 		reader:    o.Reader,
 		writer:    o.Writer,
 		tokens:    o.Tokens,
-		identity:  o.Identity,
 		prints:    o.Fingerprints,
 		install:   o.Installation,
 		threshold: o.RefreshThreshold,
@@ -174,9 +170,6 @@ func NewStore(o Options) *Store {
 	}
 	if s.backoff.Cap <= 0 {
 		s.backoff.Cap = config.DefaultBackoffCap
-	}
-	if s.identity == "" {
-		s.identity = credentials.WebhookIdentity
 	}
 	if s.install == "" {
 		s.install = config.DefaultInstallation
@@ -198,8 +191,15 @@ func NewStore(o Options) *Store {
 // else. On a dry run nothing is written and no token is minted (minting is
 // a side effect on Artifactory); the name is still returned.
 func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instance, dryRun bool) (Result, error) {
-	key := types.NamespacedName{Namespace: namespace, Name: inst.SecretName}
-	res := Result{SecretName: inst.SecretName}
+	return s.EnsureAs(ctx, namespace, inst, credentials.Identity{}, dryRun)
+}
+
+// EnsureAs is Ensure for id's Secret of inst (SecretName): the request
+// path resolves the pod's identity once and passes it here.
+func (s *Store) EnsureAs(ctx context.Context, namespace string, inst config.Instance, id credentials.Identity, dryRun bool) (Result, error) {
+	t := newTarget(inst, id)
+	key := types.NamespacedName{Namespace: namespace, Name: t.name}
+	res := Result{SecretName: t.name}
 
 	cached, err := s.cached(ctx, key)
 	if err != nil {
@@ -211,7 +211,7 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 		if !s.owns(cached) {
 			return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, s.foreign(cached))
 		}
-		if s.fresh(cached, inst) {
+		if s.fresh(cached, t) {
 			res.Action = ActionReused
 			return res, nil
 		}
@@ -223,62 +223,74 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	// A still-valid Secret is the fallback when minting or writing fails,
 	// and also when either is too slow: stop waiting for them a little
 	// before the admission's deadline, so that the fallback still answers.
-	usable := cached != nil && s.valid(cached, inst)
+	usable := cached != nil && s.valid(cached, t)
 	if usable {
 		var cancel context.CancelFunc
 		ctx, cancel = withFallbackTime(ctx)
 		defer cancel()
 	}
 
-	cred, err := s.tokens.Get(ctx, s.key(inst))
+	cred, err := s.tokens.GetAs(ctx, id, s.key(t))
 	if err != nil {
 		if usable {
-			return s.fallback(res, namespace, inst, cached, "mint a new token", err), nil
+			return s.fallback(res, namespace, t, cached, "mint a new token", err), nil
 		}
 		return res, fmt.Errorf("pull secret %s: getting token for instance %q: %w", key, inst.Name, err)
 	}
 	// The token source may hand back the very credential the Secret holds
 	// (it refreshes on its own schedule): rewriting it would change nothing.
-	if usable && cached.Annotations[AnnotationFingerprint] == s.prints[inst.Name] &&
+	if usable && cached.Annotations[AnnotationFingerprint] == s.prints[t.inst.Name] &&
 		cached.Annotations[AnnotationExpiresAt] == formatTime(cred.Expiry) {
 		res.Action = ActionReused
 		return res, nil
 	}
 
-	desired, err := s.build(namespace, inst, cred)
+	desired, err := s.build(namespace, t, cred)
 	if err != nil {
 		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
 	}
-	stale := func(cur *corev1.Secret) bool { return !s.fresh(cur, inst) }
+	stale := func(cur *corev1.Secret) bool { return !s.fresh(cur, t) }
 	res.Action, err = s.write(ctx, admissionWriter, key, cached != nil, desired, stale)
 	if err != nil && usable && !errors.Is(err, ErrForeignSecret) && !apierrors.IsNotFound(err) {
 		// The refresh could not be written; the Secret as it is still works.
-		return s.fallback(res, namespace, inst, cached, "write the refreshed pull secret", err), nil
+		return s.fallback(res, namespace, t, cached, "write the refreshed pull secret", err), nil
 	}
 	if err != nil {
 		return res, fmt.Errorf("writing pull secret %s for instance %q: %w", key, inst.Name, err)
 	}
 	if res.Action != ActionReused {
 		s.log.Info("wrote pull secret", "namespace", namespace, "instance", inst.Name,
-			"secret", inst.SecretName, "action", res.Action, "expiresAt", formatTime(cred.Expiry))
+			"secret", t.name, "action", res.Action, "expiresAt", formatTime(cred.Expiry))
 	}
 	return res, nil
 }
 
 // fallback answers with the still-valid cached Secret after what failed
 // with err, and says so in a warning and a log line.
-func (s *Store) fallback(res Result, namespace string, inst config.Instance, cached *corev1.Secret, what string, err error) Result {
+func (s *Store) fallback(res Result, namespace string, t target, cached *corev1.Secret, what string, err error) Result {
 	res.Action = ActionFallback
 	res.Warning = fmt.Sprintf("artifactory-pull-webhook: could not %s for instance %q (%v); using pull secret %q, valid until %s",
-		what, inst.Name, err, inst.SecretName, cached.Annotations[AnnotationExpiresAt])
+		what, t.inst.Name, err, t.name, cached.Annotations[AnnotationExpiresAt])
 	s.log.Info("could not "+what+", keeping still-valid pull secret",
-		"namespace", namespace, "instance", inst.Name, "secret", inst.SecretName, "action", res.Action, "error", err.Error())
+		"namespace", namespace, "instance", t.inst.Name, "secret", t.name, "action", res.Action, "error", err.Error())
 	return res
 }
 
-// key is the token cache key of inst's tokens.
-func (s *Store) key(inst config.Instance) credentials.Key {
-	return credentials.Key{Instance: inst.Name, Identity: s.identity, Fingerprint: s.prints[inst.Name]}
+// target is what one Ensure or Sync acts for: an instance, the identity
+// whose tokens the Secret holds, and the Secret's name they give.
+type target struct {
+	inst config.Instance
+	id   credentials.Identity
+	name string
+}
+
+func newTarget(inst config.Instance, id credentials.Identity) target {
+	return target{inst: inst, id: id, name: SecretName(inst, id)}
+}
+
+// key is the token cache key of t's tokens.
+func (s *Store) key(t target) credentials.Key {
+	return t.id.Key(t.inst.Name, s.prints[t.inst.Name])
 }
 
 // fallbackMargin is how long before the admission's deadline Ensure stops
@@ -564,39 +576,49 @@ func (s *Store) replace(ctx context.Context, w writer, cur, desired *corev1.Secr
 	return ActionCreated, nil
 }
 
-// build returns the Secret that carries cred for every host of inst.
-func (s *Store) build(namespace string, inst config.Instance, cred credentials.Credential) (*corev1.Secret, error) {
-	data, err := DockerConfigJSON(inst.RegistryHosts, cred.Username, cred.Token)
+// build returns t's Secret carrying cred for every host of t's instance.
+func (s *Store) build(namespace string, t target, cred credentials.Credential) (*corev1.Secret, error) {
+	data, err := DockerConfigJSON(t.inst.RegistryHosts, cred.Username, cred.Token)
 	if err != nil {
 		return nil, err
 	}
+	a := map[string]string{
+		AnnotationInstallation: s.install,
+		AnnotationInstance:     t.inst.Name,
+		AnnotationIdentity:     t.id.Name(),
+		AnnotationFingerprint:  s.prints[t.inst.Name],
+		AnnotationIssuedAt:     formatTime(cred.IssuedAt),
+		AnnotationExpiresAt:    formatTime(cred.Expiry),
+		AnnotationHosts:        hostsValue(t.inst.RegistryHosts),
+	}
+	if !t.id.IsWebhook() {
+		a[AnnotationServiceAccount] = t.id.ServiceAccount
+	}
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      inst.SecretName,
-			Namespace: namespace,
-			Labels:    map[string]string{ManagedByLabel: ManagedByValue},
-			Annotations: map[string]string{
-				AnnotationInstallation: s.install,
-				AnnotationInstance:     inst.Name,
-				AnnotationIdentity:     s.identity,
-				AnnotationFingerprint:  s.prints[inst.Name],
-				AnnotationIssuedAt:     formatTime(cred.IssuedAt),
-				AnnotationExpiresAt:    formatTime(cred.Expiry),
-				AnnotationHosts:        hostsValue(inst.RegistryHosts),
-			},
+			Name:        t.name,
+			Namespace:   namespace,
+			Labels:      map[string]string{ManagedByLabel: ManagedByValue},
+			Annotations: a,
 		},
 		Type: corev1.SecretTypeDockerConfigJson,
 		Data: map[string][]byte{corev1.DockerConfigJsonKey: data},
 	}, nil
 }
 
-// lifetime reads the token lifetime of a Secret that describes inst for
-// this store's identity; ok is false for any other Secret.
-func (s *Store) lifetime(sec *corev1.Secret, inst config.Instance) (issued, expires time.Time, ok bool) {
+// describes reports whether the annotations a are those of a Secret of t
+// (its instance, identity and hosts).
+func describes(a map[string]string, t target) bool {
+	return a[AnnotationInstance] == t.inst.Name && a[AnnotationIdentity] == t.id.Name() &&
+		a[AnnotationHosts] == hostsValue(t.inst.RegistryHosts) &&
+		(t.id.IsWebhook() || a[AnnotationServiceAccount] == t.id.ServiceAccount)
+}
+
+// lifetime reads the token lifetime of a Secret of t; ok is false for any
+// other Secret.
+func (s *Store) lifetime(sec *corev1.Secret, t target) (issued, expires time.Time, ok bool) {
 	a := sec.Annotations
-	if !s.owns(sec) || sec.Type != corev1.SecretTypeDockerConfigJson || dataDigest(sec) == "" ||
-		a[AnnotationInstance] != inst.Name || a[AnnotationIdentity] != s.identity ||
-		a[AnnotationHosts] != hostsValue(inst.RegistryHosts) {
+	if !s.owns(sec) || sec.Type != corev1.SecretTypeDockerConfigJson || dataDigest(sec) == "" || !describes(a, t) {
 		return time.Time{}, time.Time{}, false
 	}
 	issued, expires, err := parseLifetime(a)
@@ -610,11 +632,11 @@ func (s *Store) lifetime(sec *corev1.Secret, inst config.Instance) (issued, expi
 // fingerprint and is not yet due for refresh. (A token of another
 // fingerprint is rewritten, but stays valid as a fallback until it expires:
 // an upgrade or a tokenTTL change during an outage keeps pods pulling.)
-func (s *Store) fresh(sec *corev1.Secret, inst config.Instance) bool {
-	if sec.Annotations[AnnotationFingerprint] != s.prints[inst.Name] {
+func (s *Store) fresh(sec *corev1.Secret, t target) bool {
+	if sec.Annotations[AnnotationFingerprint] != s.prints[t.inst.Name] {
 		return false
 	}
-	issued, expires, ok := s.lifetime(sec, inst)
+	issued, expires, ok := s.lifetime(sec, t)
 	if !ok {
 		return false
 	}
@@ -623,8 +645,8 @@ func (s *Store) fresh(sec *corev1.Secret, inst config.Instance) bool {
 }
 
 // valid reports whether sec serves inst and its token has not expired.
-func (s *Store) valid(sec *corev1.Secret, inst config.Instance) bool {
-	_, expires, ok := s.lifetime(sec, inst)
+func (s *Store) valid(sec *corev1.Secret, t target) bool {
+	_, expires, ok := s.lifetime(sec, t)
 	return ok && s.now().Before(expires)
 }
 

@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 )
 
 // copyingReader answers every Get with a deep copy of one Secret, as the
@@ -31,7 +33,7 @@ func (copyingReader) List(context.Context, client.ObjectList, ...client.ListOpti
 // Secret is fresh, so Ensure reads it, checks its annotations and returns.
 func BenchmarkEnsureFresh(b *testing.B) {
 	cred := credAt(t0, rawToken)
-	sec, err := NewStore(Options{}).build(ns, instance(), cred)
+	sec, err := NewStore(Options{}).build(ns, newTarget(instance(), credentials.Identity{}), cred)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -53,6 +53,7 @@ func credAt(issued time.Time, token string) credentials.Credential {
 // fakeTokens is a TokenSource counting Get calls and recording Seeds.
 type fakeTokens struct {
 	mu     sync.Mutex
+	keys   []credentials.Key // asked for, in order
 	cred   credentials.Credential
 	err    error
 	gets   int
@@ -64,6 +65,13 @@ func (f *fakeTokens) Get(context.Context, credentials.Key) (credentials.Credenti
 	defer f.mu.Unlock()
 	f.gets++
 	return f.cred, f.err
+}
+
+func (f *fakeTokens) GetAs(ctx context.Context, id credentials.Identity, key credentials.Key) (credentials.Credential, error) {
+	f.mu.Lock()
+	f.keys = append(f.keys, key)
+	f.mu.Unlock()
+	return f.Get(ctx, key)
 }
 
 func (f *fakeTokens) Seed(key credentials.Key, cred credentials.Credential) bool {
@@ -184,7 +192,7 @@ func (h *harness) secret(t *testing.T) *corev1.Secret {
 // managedSecret is a Secret as the store writes it for cred and hosts.
 func managedSecret(t *testing.T, cred credentials.Credential, hosts []string) *corev1.Secret {
 	t.Helper()
-	s, err := NewStore(Options{Fingerprints: testPrints}).build(ns, config.Instance{Name: "acme", SecretName: "artifactory-pull", RegistryHosts: hosts}, cred)
+	s, err := NewStore(Options{Fingerprints: testPrints}).build(ns, newTarget(config.Instance{Name: "acme", SecretName: "artifactory-pull", RegistryHosts: hosts}, credentials.Identity{}), cred)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,13 @@ type SyncResult struct {
 // the token source mints only when its credential is due, so many namespaces
 // sharing one identity cost one exchange per rotation.
 func (s *Store) Sync(ctx context.Context, namespace string, inst config.Instance) (SyncResult, error) {
-	key := types.NamespacedName{Namespace: namespace, Name: inst.SecretName}
+	return s.SyncAs(ctx, namespace, inst, credentials.Identity{})
+}
+
+// SyncAs is Sync for id's Secret of inst (SecretName).
+func (s *Store) SyncAs(ctx context.Context, namespace string, inst config.Instance, id credentials.Identity) (SyncResult, error) {
+	t := newTarget(inst, id)
+	key := types.NamespacedName{Namespace: namespace, Name: t.name}
 	var res SyncResult
 	cur, err := s.cached(ctx, key)
 	if err != nil {
@@ -46,17 +52,17 @@ func (s *Store) Sync(ctx context.Context, namespace string, inst config.Instance
 	if cur != nil && !s.owns(cur) {
 		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, s.foreign(cur))
 	}
-	cred, err := s.tokens.Get(ctx, s.key(inst))
+	cred, err := s.tokens.GetAs(ctx, id, s.key(t))
 	if err != nil {
 		return res, fmt.Errorf("pull secret %s: %w for instance %q: %w", key, ErrNoToken, inst.Name, err)
 	}
 	res.ExpiresAt = cred.Expiry
 	res.RefreshAt = cred.Expiry.Add(-time.Duration(s.threshold * float64(cred.Lifetime())))
-	if cur != nil && s.carries(cur, inst, cred) {
+	if cur != nil && s.carries(cur, t, cred) {
 		res.Action = ActionReused // the common case, e.g. every Secret when a leader starts: nothing built
 		return res, nil
 	}
-	desired, err := s.build(namespace, inst, cred)
+	desired, err := s.build(namespace, t, cred)
 	if err != nil {
 		return res, fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
 	}
@@ -131,15 +137,14 @@ func (s *Store) deleteOwned(ctx context.Context, key types.NamespacedName) (stri
 // carries reports whether cur already holds exactly what Sync would write
 // for inst and cred, like sameContent but without building the Secret: its
 // data digest is computed once per credential, not once per namespace.
-func (s *Store) carries(cur *corev1.Secret, inst config.Instance, cred credentials.Credential) bool {
+func (s *Store) carries(cur *corev1.Secret, t target, cred credentials.Credential) bool {
 	a := cur.Annotations
-	if cur.Type != corev1.SecretTypeDockerConfigJson || !s.owns(cur) || a[AnnotationInstance] != inst.Name ||
-		a[AnnotationIdentity] != s.identity || a[AnnotationFingerprint] != s.prints[inst.Name] ||
-		a[AnnotationHosts] != hostsValue(inst.RegistryHosts) ||
+	if cur.Type != corev1.SecretTypeDockerConfigJson || !s.owns(cur) || !describes(a, t) ||
+		a[AnnotationFingerprint] != s.prints[t.inst.Name] ||
 		a[AnnotationIssuedAt] != formatTime(cred.IssuedAt) || a[AnnotationExpiresAt] != formatTime(cred.Expiry) {
 		return false
 	}
-	want, err := s.digestFor(inst, cred)
+	want, err := s.digestFor(t.inst, cred)
 	return err == nil && dataDigest(cur) == want
 }
 

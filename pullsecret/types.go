@@ -15,6 +15,9 @@ const (
 	AnnotationInstance = "artifactory-pull-webhook/instance"
 	// AnnotationIdentity names the AWS identity the token was minted for.
 	AnnotationIdentity = "artifactory-pull-webhook/identity"
+	// AnnotationServiceAccount names the ServiceAccount whose pods the
+	// Secret serves, on Secrets of a ServiceAccount's identity only.
+	AnnotationServiceAccount = "artifactory-pull-webhook/service-account"
 	// AnnotationFingerprint is the token's credentials.Fingerprint (URL,
 	// TTL and signing identity): a Secret of another fingerprint is rewritten.
 	AnnotationFingerprint = "artifactory-pull-webhook/token-fingerprint"

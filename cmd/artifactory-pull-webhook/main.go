@@ -175,7 +175,6 @@ func run(ctx context.Context, f flags) error {
 		Reader:           secrets,
 		Writer:           direct,
 		Tokens:           tokens,
-		Identity:         credentials.WebhookIdentity,
 		Fingerprints:     prints,
 		Installation:     cfg.Installation,
 		RefreshThreshold: cfg.RefreshThreshold,

@@ -114,9 +114,20 @@ func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
 // assumes the role (the key holds only the role: ServiceAccounts of one
 // role share its token). Concurrent calls for one key share the first
 // caller's mint.
+//
+// Not yet safe to serve: a role's token is shared by every ServiceAccount
+// that names the role, so before it is handed to one, that ServiceAccount
+// must have proven it may assume the role (its own AssumeRoleWithWebIdentity,
+// whose trust policy names it); and a failure of one ServiceAccount's
+// token or trust must not back off the role for the others. The
+// per-ServiceAccount mode (issue #11) adds both before anything calls this.
 func (c *Cache) GetAs(ctx context.Context, id Identity, key Key) (Credential, error) {
-	if id.IsWebhook() || c.o.MintAs == nil {
+	if id.IsWebhook() {
 		return c.get(ctx, key, nil)
+	}
+	if c.o.MintAs == nil {
+		// Never mint a role's token with the webhook's own credentials.
+		return Credential{}, fmt.Errorf("no way to mint as %s: the token cache has no MintAs", id)
 	}
 	return c.get(ctx, key, func(ctx context.Context, key Key) (Credential, error) { return c.o.MintAs(ctx, key, id) })
 }

@@ -3,6 +3,8 @@ package credentials
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -16,8 +18,9 @@ import (
 // Identity says whose AWS credentials sign an exchange: the webhook's own
 // (the zero value), or the IAM role of a ServiceAccount (IRSA: its
 // eks.amazonaws.com/role-arn annotation), assumed with a token of that
-// ServiceAccount. The request path resolves it once per pod; it keys the
-// token cache (Key), the checkpoint and the pull Secret.
+// ServiceAccount. It is meant to be resolved once per pod by the request
+// path, and it keys the token cache (Key) and names the pull Secret
+// (pullsecret.SecretName).
 type Identity struct {
 	// RoleARN is the ServiceAccount's IAM role; empty for the webhook's
 	// own identity.
@@ -148,7 +151,11 @@ func SessionName(id Identity) string {
 		return '-'
 	}, "apw@"+id.Namespace+"."+id.ServiceAccount)
 	if len(name) > 64 {
-		name = name[:64]
+		// Cut, and end in a hash of the whole: ServiceAccounts of a long
+		// namespace stay apart in CloudTrail.
+		sum := sha256.Sum256([]byte(id.Namespace + "/" + id.ServiceAccount))
+		suffix := "-" + hex.EncodeToString(sum[:])[:12]
+		name = name[:64-len(suffix)] + suffix
 	}
 	return name
 }

@@ -45,12 +45,17 @@ func TestSessionNameIsValidForSTSAndNamesTheServiceAccount(t *testing.T) {
 		want string
 	}{
 		{Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}, "apw@team-a.api"},
-		{Identity{RoleARN: teamARole, Namespace: long, ServiceAccount: "api"}, ("apw@" + long)[:64]},
 	} {
 		got := SessionName(tc.id)
 		if got != tc.want || len(got) > 64 || !strings.ContainsAny(got, "@") {
 			t.Errorf("SessionName(%s/%s) = %q, want %q", tc.id.Namespace, tc.id.ServiceAccount, got, tc.want)
 		}
+	}
+	// A long namespace: cut to 64, and two ServiceAccounts in it stay apart.
+	a := SessionName(Identity{RoleARN: teamARole, Namespace: long, ServiceAccount: "api"})
+	b := SessionName(Identity{RoleARN: teamARole, Namespace: long, ServiceAccount: "worker"})
+	if len(a) != 64 || len(b) != 64 || a == b || !strings.HasPrefix(a, "apw@nnn") {
+		t.Errorf("long-namespace session names %q and %q: want 64 characters each, distinct", a, b)
 	}
 }
 
@@ -152,6 +157,11 @@ func TestCacheGetAsMintsAsTheServiceAccountOnceForItsRole(t *testing.T) {
 	// Cached for the role: another ServiceAccount of it mints nothing.
 	if _, err := c.GetAs(context.Background(), worker, worker.Key("main", "fp")); err != nil || len(as) != 1 || m.calls.Load() != 1 {
 		t.Errorf("GetAs for a second ServiceAccount of the role: %v, minted as %v; want the cached token", err, as)
+	}
+	// Without MintAs a role is never minted with the webhook's credentials.
+	bare := NewCache(m.mint, CacheOptions{Now: clock.Now})
+	if _, err := bare.GetAs(context.Background(), api, api.Key("main", "fp")); err == nil || m.calls.Load() != 1 {
+		t.Errorf("GetAs without MintAs: %v, mints %d; want an error and no mint", err, m.calls.Load())
 	}
 	// The webhook's own identity mints with the MintFunc.
 	if _, err := c.GetAs(context.Background(), Identity{}, Identity{}.Key("main", "fp")); err != nil || len(as) != 1 || m.calls.Load() != 2 {

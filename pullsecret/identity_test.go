@@ -44,6 +44,9 @@ func TestEnsureAsAServiceAccountWritesItsOwnSecretWithItsRolesToken(t *testing.T
 	if k := h.tokens.keys; len(k) != 3 || k[0] != roleKey || k[1] != roleKey || k[2] == roleKey {
 		t.Errorf("tokens asked for %v, want the role's key twice, then the webhook's", k)
 	}
+	if ids := h.tokens.ids; len(ids) != 3 || ids[0] != api || ids[1] != worker || ids[2] != (credentials.Identity{}) {
+		t.Errorf("tokens asked as %v, want each ServiceAccount, then the webhook", ids)
+	}
 	// Each identity's Secret is fresh for it alone.
 	for _, id := range []credentials.Identity{api, worker, {}} {
 		if res, err := h.store.EnsureAs(ctx, ns, instance(), id, false); err != nil || res.Action != ActionReused {
@@ -58,8 +61,10 @@ func TestSecretNameIsPerServiceAccountAndAlwaysAValidName(t *testing.T) {
 		t.Errorf("webhook identity: %q, want %q", got, inst.SecretName)
 	}
 	long := strings.Repeat("a", 200) + "." + strings.Repeat("b", 52) // a valid 253-character ServiceAccount name
+	// Cut where the 236th character of the name is a '.': trimmed, not kept.
+	dotAtCut := strings.Repeat("c", 218) + "." + strings.Repeat("d", 30)
 	names := map[string]bool{}
-	for _, sa := range []string{"api", long, long[:252] + "c"} {
+	for _, sa := range []string{"api", long, long[:252] + "c", dotAtCut} {
 		got := SecretName(inst, credentials.Identity{RoleARN: teamRole, Namespace: ns, ServiceAccount: sa})
 		if msgs := validation.IsDNS1123Subdomain(got); len(msgs) > 0 {
 			t.Errorf("SecretName for %d-character %q… = %q: %v", len(sa), sa[:10], got, msgs)

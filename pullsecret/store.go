@@ -194,8 +194,8 @@ func (s *Store) Ensure(ctx context.Context, namespace string, inst config.Instan
 	return s.EnsureAs(ctx, namespace, inst, credentials.Identity{}, dryRun)
 }
 
-// EnsureAs is Ensure for id's Secret of inst (SecretName): the request
-// path resolves the pod's identity once and passes it here.
+// EnsureAs is Ensure for id's Secret of inst (SecretName), holding id's
+// token.
 func (s *Store) EnsureAs(ctx context.Context, namespace string, inst config.Instance, id credentials.Identity, dryRun bool) (Result, error) {
 	t := newTarget(inst, id)
 	key := types.NamespacedName{Namespace: namespace, Name: t.name}

@@ -54,6 +54,7 @@ func credAt(issued time.Time, token string) credentials.Credential {
 type fakeTokens struct {
 	mu     sync.Mutex
 	keys   []credentials.Key // asked for, in order
+	ids    []credentials.Identity
 	cred   credentials.Credential
 	err    error
 	gets   int
@@ -70,6 +71,7 @@ func (f *fakeTokens) Get(context.Context, credentials.Key) (credentials.Credenti
 func (f *fakeTokens) GetAs(ctx context.Context, id credentials.Identity, key credentials.Key) (credentials.Credential, error) {
 	f.mu.Lock()
 	f.keys = append(f.keys, key)
+	f.ids = append(f.ids, id)
 	f.mu.Unlock()
 	return f.Get(ctx, key)
 }

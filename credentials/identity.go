@@ -170,15 +170,7 @@ func webIdentity(o AWSOptions) (aws.CredentialsProvider, error) {
 	if err != nil {
 		return nil, err
 	}
-	region := cmp.Or(envRegion(), o.Region, defaultSTSRegion)
-	client := sts.New(sts.Options{Region: region}, func(so *sts.Options) {
-		if o.STSEndpoint != "" {
-			so.BaseEndpoint = aws.String(o.STSEndpoint)
-		}
-		if o.HTTPClient != nil {
-			so.HTTPClient = o.HTTPClient
-		}
-	})
+	client := stsClient(o)
 	session := os.Getenv(envRoleSessionName)
 	if session == "" {
 		session = defaultRoleSessionName
@@ -186,6 +178,21 @@ func webIdentity(o AWSOptions) (aws.CredentialsProvider, error) {
 	// IdentityTokenFile re-reads the file on each fetch: projected tokens rotate.
 	return stscreds.NewWebIdentityRoleProvider(client, env[0], stscreds.IdentityTokenFile(env[1]),
 		func(wo *stscreds.WebIdentityRoleOptions) { wo.RoleSessionName = session }), nil
+}
+
+// stsClient calls AssumeRoleWithWebIdentity at the STS endpoint of the
+// pod's region (AWS_REGION, AWS_DEFAULT_REGION, then o.Region, then
+// us-east-1), or at o.STSEndpoint when set.
+func stsClient(o AWSOptions) *sts.Client {
+	region := cmp.Or(envRegion(), o.Region, defaultSTSRegion)
+	return sts.New(sts.Options{Region: region}, func(so *sts.Options) {
+		if o.STSEndpoint != "" {
+			so.BaseEndpoint = aws.String(o.STSEndpoint)
+		}
+		if o.HTTPClient != nil {
+			so.HTTPClient = o.HTTPClient
+		}
+	})
 }
 
 func podIdentity(o AWSOptions) (aws.CredentialsProvider, error) {

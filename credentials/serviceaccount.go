@@ -1,7 +1,6 @@
 package credentials
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -87,16 +86,7 @@ func NewRoleCredentials(o AWSOptions, tokens ServiceAccountTokens) (*RoleCredent
 	if tokens == nil {
 		return nil, errors.New("a ServiceAccount token source is required")
 	}
-	region := cmp.Or(envRegion(), o.Region, defaultSTSRegion)
-	client := sts.New(sts.Options{Region: region}, func(so *sts.Options) {
-		if o.STSEndpoint != "" {
-			so.BaseEndpoint = aws.String(o.STSEndpoint)
-		}
-		if o.HTTPClient != nil {
-			so.HTTPClient = o.HTTPClient
-		}
-	})
-	return &RoleCredentials{sts: client, tokens: tokens}, nil
+	return &RoleCredentials{sts: stsClient(o), tokens: tokens}, nil
 }
 
 // Provider returns the AWS credentials of id's role, for an Exchanger.

@@ -28,9 +28,11 @@ type CacheOptions struct {
 	Now func() time.Time
 	// Metrics records lookups; nil records nothing.
 	Metrics *metrics.Metrics
-	// MintAs mints key's token as id, a ServiceAccount's identity (GetAs);
-	// nil mints every key with the MintFunc.
+	// MintAs mints key's token as id, a ServiceAccount's identity (GetAs).
 	MintAs func(ctx context.Context, key Key, id Identity) (Credential, error)
+	// Prove checks that id's ServiceAccount may assume id's role before
+	// GetAs hands it the role's token (RoleCredentials.Prove).
+	Prove func(ctx context.Context, id Identity) error
 	// MintTimeout bounds one shared mint; 30s when zero.
 	MintTimeout time.Duration
 	// Backoff spaces out the mints of a key that keeps failing; the zero
@@ -115,19 +117,22 @@ func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
 // role share its token). Concurrent calls for one key share the first
 // caller's mint.
 //
-// Not yet safe to serve: a role's token is shared by every ServiceAccount
-// that names the role, so before it is handed to one, that ServiceAccount
-// must have proven it may assume the role (its own AssumeRoleWithWebIdentity,
-// whose trust policy names it); and a failure of one ServiceAccount's
-// token or trust must not back off the role for the others. The
-// per-ServiceAccount mode (issue #11) adds both before anything calls this.
+// A role's token is shared by every ServiceAccount that names the role, so
+// before it is handed to one, CacheOptions.Prove must show that this
+// ServiceAccount may assume the role. A failed proof is that
+// ServiceAccount's alone: it is returned, never recorded against the
+// role's key (no backoff, no fallback for the others).
 func (c *Cache) GetAs(ctx context.Context, id Identity, key Key) (Credential, error) {
 	if id.IsWebhook() {
 		return c.get(ctx, key, nil)
 	}
-	if c.o.MintAs == nil {
-		// Never mint a role's token with the webhook's own credentials.
-		return Credential{}, fmt.Errorf("no way to mint as %s: the token cache has no MintAs", id)
+	if c.o.MintAs == nil || c.o.Prove == nil {
+		// Never mint a role's token with the webhook's own credentials,
+		// nor hand one out unproven.
+		return Credential{}, fmt.Errorf("cannot get a token as %s: the token cache has no MintAs or Prove", id)
+	}
+	if err := c.o.Prove(ctx, id); err != nil {
+		return Credential{}, err
 	}
 	return c.get(ctx, key, func(ctx context.Context, key Key) (Credential, error) { return c.o.MintAs(ctx, key, id) })
 }

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"golang.org/x/sync/singleflight"
 )
 
 // Identity says whose AWS credentials sign an exchange: the webhook's own
@@ -67,17 +69,31 @@ var RoleARNPattern = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b|-iso-e
 type ServiceAccountTokens func(ctx context.Context, namespace, name string) (string, error)
 
 // RoleCredentials assumes the IAM roles of ServiceAccounts: a token of the
-// ServiceAccount, then sts:AssumeRoleWithWebIdentity for its role. Nothing
-// is cached here: one Artifactory token per role and rotation is minted
-// from these credentials, and the token cache holds that.
+// ServiceAccount, then sts:AssumeRoleWithWebIdentity for its role. The
+// credentials STS answers are kept per ServiceAccount until shortly before
+// they expire: they prove that this ServiceAccount may assume the role (its
+// trust policy names it), which must hold before the role's shared
+// Artifactory token is handed to it (Prove), and they sign the exchange.
 type RoleCredentials struct {
 	sts    *sts.Client
 	tokens ServiceAccountTokens
+	now    func() time.Time
+
+	mu      sync.Mutex
+	proven  map[Identity]aws.Credentials
+	flights singleflight.Group
 }
 
-// stsCredentialLifetime is how long assumed-role credentials are asked
-// for: the least STS grants, enough to sign one exchange.
-const stsCredentialLifetime = 15 * time.Minute
+const (
+	// stsCredentialLifetime is how long assumed-role credentials are asked
+	// for: the default maximum session of a role. A ServiceAccount proves
+	// its trust again once they run out, so a trust policy that stops
+	// naming it takes effect within this time.
+	stsCredentialLifetime = time.Hour
+	// proofMargin is how long before their expiry kept credentials are no
+	// longer used: enough to sign and send one exchange.
+	proofMargin = 2 * time.Minute
+)
 
 // NewRoleCredentials calls the STS endpoint o names (else the pod's
 // region's, as for the webhook's own IRSA identity) with tokens from
@@ -86,14 +102,51 @@ func NewRoleCredentials(o AWSOptions, tokens ServiceAccountTokens) (*RoleCredent
 	if tokens == nil {
 		return nil, errors.New("a ServiceAccount token source is required")
 	}
-	return &RoleCredentials{sts: stsClient(o), tokens: tokens}, nil
+	return &RoleCredentials{sts: stsClient(o), tokens: tokens, now: time.Now, proven: map[Identity]aws.Credentials{}}, nil
 }
 
-// Provider returns the AWS credentials of id's role, for an Exchanger.
+// Prove makes sure STS lets id's ServiceAccount assume id's role, asking it
+// (a ServiceAccount token, then AssumeRoleWithWebIdentity) unless it did
+// within the lifetime of the credentials it answered. Use it as
+// CacheOptions.Prove: a role's token is shared by every ServiceAccount that
+// names the role, so naming it must not be enough to get it. Concurrent
+// proofs of one ServiceAccount make one request.
+func (r *RoleCredentials) Prove(ctx context.Context, id Identity) error {
+	_, err := r.credentials(ctx, id)
+	return err
+}
+
+// Provider returns the AWS credentials of id's role, for an Exchanger: the
+// ones its proof got while they last.
 func (r *RoleCredentials) Provider(id Identity) aws.CredentialsProvider {
 	return aws.CredentialsProviderFunc(func(ctx context.Context) (aws.Credentials, error) {
-		return r.retrieve(ctx, id)
+		return r.credentials(ctx, id)
 	})
+}
+
+func (r *RoleCredentials) credentials(ctx context.Context, id Identity) (aws.Credentials, error) {
+	r.mu.Lock()
+	c, ok := r.proven[id]
+	r.mu.Unlock()
+	if ok && (!c.CanExpire || r.now().Add(proofMargin).Before(c.Expires)) {
+		return c, nil
+	}
+	flight := id.RoleARN + "\x00" + id.Namespace + "\x00" + id.ServiceAccount
+	v, err, _ := r.flights.Do(flight, func() (any, error) {
+		c, err := r.retrieve(ctx, id)
+		r.mu.Lock()
+		if err != nil {
+			delete(r.proven, id) // a trust that was withdrawn is not kept
+		} else {
+			r.proven[id] = c
+		}
+		r.mu.Unlock()
+		return c, err
+	})
+	if err != nil {
+		return aws.Credentials{}, err
+	}
+	return v.(aws.Credentials), nil
 }
 
 func (r *RoleCredentials) retrieve(ctx context.Context, id Identity) (aws.Credentials, error) {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 const (
@@ -118,7 +119,7 @@ func TestExchangeAsAServiceAccountAssumesItsRoleWithItsToken(t *testing.T) {
 	}
 	call := stsFake.calls[0]
 	if call.Get("RoleArn") != teamARole || call.Get("WebIdentityToken") != "jwt-of-team-a-api" ||
-		call.Get("RoleSessionName") != "apw@team-a.api" || call.Get("DurationSeconds") != "900" {
+		call.Get("RoleSessionName") != "apw@team-a.api" || call.Get("DurationSeconds") != "3600" {
 		t.Errorf("AssumeRoleWithWebIdentity form = %v", call)
 	}
 
@@ -129,7 +130,8 @@ func TestExchangeAsAServiceAccountAssumesItsRoleWithItsToken(t *testing.T) {
 		t.Errorf("exchange without a ServiceAccount token: %v (class %s)", err, FailureClass(err))
 	}
 	stsFake.deny = true
-	if _, err := e.ExchangeWith(context.Background(), roles.Provider(id)); err == nil ||
+	other := Identity{RoleARN: teamARole, Namespace: "team-b", ServiceAccount: "api"}
+	if _, err := e.ExchangeWith(context.Background(), roles.Provider(other)); err == nil ||
 		!strings.Contains(err.Error(), "AccessDenied") || !strings.Contains(err.Error(), teamARole) {
 		t.Errorf("exchange with the role's trust denied: %v", err)
 	}
@@ -137,7 +139,43 @@ func TestExchangeAsAServiceAccountAssumesItsRoleWithItsToken(t *testing.T) {
 		t.Error("RoleCredentials gave credentials for the webhook's own identity")
 	}
 	if len(asked) != 3 {
-		t.Errorf("ServiceAccount tokens asked %v, want one per exchange", asked)
+		t.Errorf("ServiceAccount tokens asked %v, want one per ServiceAccount", asked)
+	}
+}
+
+// A proof holds while the credentials STS answered do, and is the
+// ServiceAccount's own: another ServiceAccount of the role proves itself.
+func TestProveIsPerServiceAccountAndLastsAsLongAsItsCredentials(t *testing.T) {
+	stsFake := &fakeSTS{}
+	stsSrv := httptest.NewServer(stsFake)
+	t.Cleanup(stsSrv.Close)
+	roles, err := NewRoleCredentials(AWSOptions{STSEndpoint: stsSrv.URL}, func(_ context.Context, ns, name string) (string, error) {
+		return "jwt-of-" + ns + "-" + name, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2029, 12, 31, 0, 0, 0, 0, time.UTC) // the fake's credentials expire 2030-01-01
+	roles.now = func() time.Time { return now }
+	api := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}
+	worker := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "worker"}
+	ctx := context.Background()
+	for range 3 {
+		if err := roles.Prove(ctx, api); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(stsFake.calls) != 1 {
+		t.Fatalf("%d STS calls for three proofs of one ServiceAccount, want 1", len(stsFake.calls))
+	}
+	if err := roles.Prove(ctx, worker); err != nil || len(stsFake.calls) != 2 {
+		t.Fatalf("proof of a second ServiceAccount: %v, %d STS calls; want its own call", err, len(stsFake.calls))
+	}
+	// Near the credentials' expiry, and with the trust withdrawn: refused.
+	now = time.Date(2029, 12, 31, 23, 59, 0, 0, time.UTC)
+	stsFake.deny = true
+	if err := roles.Prove(ctx, api); err == nil || len(stsFake.calls) != 3 {
+		t.Errorf("proof after the trust was withdrawn: %v, %d STS calls; want a refusal from a new call", err, len(stsFake.calls))
 	}
 }
 
@@ -145,10 +183,18 @@ func TestCacheGetAsMintsAsTheServiceAccountOnceForItsRole(t *testing.T) {
 	clock := &fakeClock{now: exchangeNow}
 	m := &countingMint{clock: clock, lifetime: 60 * 60e9}
 	var as []Identity
-	c := NewCache(m.mint, CacheOptions{Now: clock.Now, MintAs: func(ctx context.Context, k Key, id Identity) (Credential, error) {
-		as = append(as, id)
-		return m.mint(ctx, k)
-	}})
+	untrusted := Identity{RoleARN: teamARole, Namespace: "team-b", ServiceAccount: "claims-team-a"}
+	c := NewCache(m.mint, CacheOptions{Now: clock.Now,
+		MintAs: func(ctx context.Context, k Key, id Identity) (Credential, error) {
+			as = append(as, id)
+			return m.mint(ctx, k)
+		},
+		Prove: func(_ context.Context, id Identity) error {
+			if id == untrusted {
+				return errors.New("AccessDenied: not authorized to perform sts:AssumeRoleWithWebIdentity")
+			}
+			return nil
+		}})
 	api := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}
 	worker := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "worker"}
 	if _, err := c.GetAs(context.Background(), api, api.Key("main", "fp")); err != nil || len(as) != 1 || as[0] != api {
@@ -158,13 +204,22 @@ func TestCacheGetAsMintsAsTheServiceAccountOnceForItsRole(t *testing.T) {
 	if _, err := c.GetAs(context.Background(), worker, worker.Key("main", "fp")); err != nil || len(as) != 1 || m.calls.Load() != 1 {
 		t.Errorf("GetAs for a second ServiceAccount of the role: %v, minted as %v; want the cached token", err, as)
 	}
+	// A ServiceAccount that names the role but may not assume it gets
+	// nothing, and takes nothing from the others: no mint, no backoff.
+	if got, err := c.GetAs(context.Background(), untrusted, untrusted.Key("main", "fp")); err == nil || !got.Token.IsZero() {
+		t.Errorf("GetAs for an untrusted ServiceAccount = %v, %v; want a refusal", got.Token.IsZero(), err)
+	}
+	clock.Advance(50 * time.Minute) // due: the next GetAs mints
+	if _, err := c.GetAs(context.Background(), api, api.Key("main", "fp")); err != nil || len(as) != 2 {
+		t.Errorf("GetAs after a refused proof: %v, mints as %v; want a mint as team-a/api, not a backoff", err, as)
+	}
 	// Without MintAs a role is never minted with the webhook's credentials.
 	bare := NewCache(m.mint, CacheOptions{Now: clock.Now})
-	if _, err := bare.GetAs(context.Background(), api, api.Key("main", "fp")); err == nil || m.calls.Load() != 1 {
+	if _, err := bare.GetAs(context.Background(), api, api.Key("main", "fp")); err == nil || m.calls.Load() != 2 {
 		t.Errorf("GetAs without MintAs: %v, mints %d; want an error and no mint", err, m.calls.Load())
 	}
 	// The webhook's own identity mints with the MintFunc.
-	if _, err := c.GetAs(context.Background(), Identity{}, Identity{}.Key("main", "fp")); err != nil || len(as) != 1 || m.calls.Load() != 2 {
+	if _, err := c.GetAs(context.Background(), Identity{}, Identity{}.Key("main", "fp")); err != nil || len(as) != 2 || m.calls.Load() != 3 {
 		t.Errorf("GetAs for the webhook: %v, MintAs calls %d, mints %d; want the MintFunc", err, len(as), m.calls.Load())
 	}
 }

@@ -425,8 +425,29 @@ func (s *STS) getJSON(ctx context.Context, u string, out any) error {
 	return nil
 }
 
+// SetTrust replaces the web-identity subjects roleArn's trust policy
+// allows (path.Match patterns, as in STSOptions.Roles); none removes the
+// role.
+func (s *STS) SetTrust(roleArn string, subjects ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	roles := make(map[string][]string, len(s.opts.Roles)+1)
+	for k, v := range s.opts.Roles {
+		roles[k] = v
+	}
+	if len(subjects) == 0 {
+		delete(roles, roleArn)
+	} else {
+		roles[roleArn] = subjects
+	}
+	s.opts.Roles = roles
+}
+
 func (s *STS) trusts(roleArn, subject string) bool {
-	for _, pattern := range s.opts.Roles[roleArn] {
+	s.mu.Lock()
+	patterns := s.opts.Roles[roleArn]
+	s.mu.Unlock()
+	for _, pattern := range patterns {
 		if ok, _ := path.Match(pattern, subject); ok {
 			return true
 		}

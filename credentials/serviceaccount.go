@@ -61,8 +61,10 @@ func (id Identity) String() string {
 	return fmt.Sprintf("role %s (ServiceAccount %s/%s)", id.RoleARN, id.Namespace, id.ServiceAccount)
 }
 
-// RoleARNPattern is an IAM role ARN in any partition, as STS accepts it.
-var RoleARNPattern = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b|-iso-e|-iso-f|-eusc)?:iam::\d{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}$`)
+// RoleARNPattern is an IAM role ARN in any partition, as STS accepts it:
+// a path of printable ASCII (IAM allows '!' through DEL in paths) and a
+// name of up to 64 of [\w+=,.@-].
+var RoleARNPattern = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b|-iso-e|-iso-f|-eusc)?:iam::\d{12}:role/([!-.0-\x7f]+/)*[\w+=,.@-]{1,64}$`)
 
 // ServiceAccountTokens returns a token of a ServiceAccount for audience
 // sts.amazonaws.com (in the webhook, from the TokenRequest API).

@@ -1,6 +1,7 @@
 package pullsecret
 
 import (
+	"context"
 	"regexp"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-logr/logr/funcr"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
@@ -92,4 +94,120 @@ func TestInstanceNamedFindsOnlyThatInstance(t *testing.T) {
 	if _, ok := h.r.instanceNamed("gone"); ok {
 		t.Error("instanceNamed found an instance that is not configured")
 	}
+}
+
+// carries is Sync's fast path: it must say yes to exactly the Secret Sync
+// would write, and no to any difference a write would fix.
+func TestCarriesIsExactlyWhatSyncWouldWrite(t *testing.T) {
+	h := newHarness(t, interceptor.Funcs{})
+	cred := credAt(t0, rawToken)
+	tg := newTarget(instance(), credentials.Identity{})
+	exact := func() *corev1.Secret {
+		s, err := h.store.build(ns, tg, cred)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return asCached(t, s)
+	}
+	if !h.store.carries(exact(), tg, cred) {
+		t.Fatal("carries refused the very Secret Sync would write")
+	}
+	for name, edit := range map[string]func(*corev1.Secret){
+		"type":        func(s *corev1.Secret) { s.Type = corev1.SecretTypeOpaque },
+		"not ours":    func(s *corev1.Secret) { s.Annotations[AnnotationInstallation] = "other-release" },
+		"instance":    func(s *corev1.Secret) { s.Annotations[AnnotationInstance] = "other" },
+		"identity":    func(s *corev1.Secret) { s.Annotations[AnnotationIdentity] = "role:x" },
+		"fingerprint": func(s *corev1.Secret) { s.Annotations[AnnotationFingerprint] = "old" },
+		"hosts":       func(s *corev1.Secret) { s.Annotations[AnnotationHosts] = "old.example" },
+		"issued":      func(s *corev1.Secret) { s.Annotations[AnnotationIssuedAt] = formatTime(t0.Add(-time.Hour)) },
+		"expires":     func(s *corev1.Secret) { s.Annotations[AnnotationExpiresAt] = formatTime(t0.Add(2 * time.Hour)) },
+		"data":        func(s *corev1.Secret) { s.Annotations[AnnotationDataSHA256] = "edited" },
+	} {
+		s := exact()
+		edit(s)
+		if h.store.carries(s, tg, cred) {
+			t.Errorf("carries accepted a Secret whose %s differs", name)
+		}
+	}
+	// The memoized digest follows the hosts and the credential.
+	d1, _ := h.store.digestFor(instance(), cred)
+	other := instance()
+	other.RegistryHosts = []string{"other.example"}
+	d2, _ := h.store.digestFor(other, cred)
+	d3, _ := h.store.digestFor(instance(), credAt(t0, "another-token"))
+	d4, _ := h.store.digestFor(instance(), cred)
+	if d1 == d2 || d1 == d3 || d1 != d4 {
+		t.Errorf("digests %s %s %s %s: want new hosts and a new token to change it, and the same input to keep it", d1, d2, d3, d4)
+	}
+}
+
+func TestSameContentComparesTypeLabelAnnotationsAndData(t *testing.T) {
+	h := newHarness(t, interceptor.Funcs{})
+	desired, err := h.store.build(ns, newTarget(instance(), credentials.Identity{}), credAt(t0, rawToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameContent(asCached(t, desired), desired) {
+		t.Fatal("sameContent refused the Secret itself")
+	}
+	for name, edit := range map[string]func(*corev1.Secret){
+		"type":       func(s *corev1.Secret) { s.Type = corev1.SecretTypeOpaque },
+		"label":      func(s *corev1.Secret) { delete(s.Labels, ManagedByLabel) },
+		"annotation": func(s *corev1.Secret) { s.Annotations[AnnotationExpiresAt] = "x" },
+		"data":       func(s *corev1.Secret) { s.Annotations[AnnotationDataSHA256] = "edited" },
+	} {
+		cur := asCached(t, desired)
+		edit(cur)
+		if sameContent(cur, desired) {
+			t.Errorf("sameContent accepted a Secret whose %s differs", name)
+		}
+	}
+}
+
+// Ensure stops waiting a quarter of the time left before the deadline, at
+// most 500ms before it.
+func TestWithFallbackTimeLeavesAQuarterUpTo500ms(t *testing.T) {
+	for _, tc := range []struct{ left, margin time.Duration }{{time.Second, 250 * time.Millisecond}, {10 * time.Second, 500 * time.Millisecond}} {
+		parent, cancel := context.WithTimeout(context.Background(), tc.left)
+		dl, _ := parent.Deadline()
+		ctx, cancel2 := withFallbackTime(parent)
+		got, _ := ctx.Deadline()
+		cancel2()
+		cancel()
+		if m := dl.Sub(got); m < tc.margin-20*time.Millisecond || m > tc.margin {
+			t.Errorf("%s left: margin %s, want about %s", tc.left, m, tc.margin)
+		}
+	}
+}
+
+// The refresh threshold given is kept; only one outside (0, 1) is replaced
+// by the default.
+func TestStoreKeepsAValidRefreshThreshold(t *testing.T) {
+	tg := newTarget(instance(), credentials.Identity{})
+	sec := managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts) // 1h, issued at t0
+	for _, tc := range []struct {
+		threshold float64
+		at        time.Duration
+		fresh     bool
+	}{
+		{0.5, 29 * time.Minute, true}, {0.5, 31 * time.Minute, false}, // refresh at 30 min
+		{0, 44 * time.Minute, true}, {0, 46 * time.Minute, false}, // default 0.25: at 45 min
+		{1, 46 * time.Minute, false},
+	} {
+		now := t0.Add(tc.at)
+		s := NewStore(Options{Fingerprints: testPrints, RefreshThreshold: tc.threshold, Now: func() time.Time { return now }})
+		if got := s.fresh(sec, tg); got != tc.fresh {
+			t.Errorf("threshold %v at %s: fresh = %v, want %v", tc.threshold, tc.at, got, tc.fresh)
+		}
+	}
+}
+
+// asCached is s as the informer cache holds it: data reduced to its digest.
+func asCached(t *testing.T, s *corev1.Secret) *corev1.Secret {
+	t.Helper()
+	r, err := SecretTransform()(s.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.(*corev1.Secret).DeepCopy()
 }

@@ -376,16 +376,11 @@ func validHost(h string) error {
 			return fmt.Errorf("%q has an invalid port", h)
 		}
 	}
-	if len(validation.IsDNS1123Subdomain(host)) > 0 && host != "localhost" {
-		if strings.HasPrefix(h, "*.") || !isIP(host) {
-			return fmt.Errorf("%q is not a valid host name", h)
-		}
+	// localhost and dotted IPv4 addresses are valid subdomains too.
+	if len(validation.IsDNS1123Subdomain(host)) > 0 {
+		return fmt.Errorf("%q is not a valid host name", h)
 	}
 	return nil
-}
-
-func isIP(s string) bool {
-	return strings.Trim(s, "0123456789.") == "" && strings.Count(s, ".") == 3
 }
 
 // SplitLabel splits "key=value" into its parts and validates them.

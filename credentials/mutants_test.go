@@ -100,7 +100,7 @@ func TestSanitizeBodyAtItsBounds(t *testing.T) {
 		t.Errorf("a %d-byte body was cut to %d bytes", len(exact), len(got))
 	}
 	// A cut never splits a character.
-	split := strings.Repeat("a ", (maxErrorBody-1)/2) + "é" + strings.Repeat(" b", 100)
+	split := strings.Repeat("a ", maxErrorBody/2-1) + "a" + "é" + strings.Repeat(" b", 100) // é at bytes 1023-1024
 	if got := sanitizeBody([]byte(split)); !utf8.ValidString(got) || !strings.HasSuffix(got, "…(truncated)") {
 		t.Errorf("cut body is not valid UTF-8 ending in the mark: %q", got[len(got)-20:])
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -62,9 +63,9 @@ func (id Identity) String() string {
 }
 
 // RoleARNPattern is an IAM role ARN in any partition, as STS accepts it:
-// a path of printable ASCII (IAM allows '!' through DEL in paths) and a
+// a path of printable ASCII ('!' through '~', as IAM's API allows) and a
 // name of up to 64 of [\w+=,.@-].
-var RoleARNPattern = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b|-iso-e|-iso-f|-eusc)?:iam::\d{12}:role/([!-.0-\x7f]+/)*[\w+=,.@-]{1,64}$`)
+var RoleARNPattern = regexp.MustCompile(`^arn:aws(-cn|-us-gov|-iso|-iso-b|-iso-e|-iso-f|-eusc)?:iam::\d{12}:role/([!-.0-~]+/)*[\w+=,.@-]{1,64}$`)
 
 // ServiceAccountTokens returns a token of a ServiceAccount for audience
 // sts.amazonaws.com (in the webhook, from the TokenRequest API).
@@ -130,25 +131,67 @@ func (r *RoleCredentials) credentials(ctx context.Context, id Identity) (aws.Cre
 	r.mu.Lock()
 	c, ok := r.proven[id]
 	r.mu.Unlock()
-	if ok && (!c.CanExpire || r.now().Add(proofMargin).Before(c.Expires)) {
+	if ok && r.now().Add(proofMargin).Before(c.Expires) {
 		return c, nil
 	}
-	flight := id.RoleARN + "\x00" + id.Namespace + "\x00" + id.ServiceAccount
-	v, err, _ := r.flights.Do(flight, func() (any, error) {
-		c, err := r.retrieve(ctx, id)
+	// One proof per ServiceAccount at a time, detached from the first
+	// caller: its deadline must not fail the others, and each caller waits
+	// only as long as its own context allows.
+	ch := r.flights.DoChan(id.RoleARN+"\x00"+id.Namespace+"\x00"+id.ServiceAccount, func() (any, error) {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), proofTimeout)
+		defer cancel()
+		c, err := r.retrieve(pctx, id)
 		r.mu.Lock()
-		if err != nil {
-			delete(r.proven, id) // a trust that was withdrawn is not kept
-		} else {
-			r.proven[id] = c
+		defer r.mu.Unlock()
+		now := r.now()
+		for k, v := range r.proven {
+			if !now.Before(v.Expires) {
+				delete(r.proven, k)
+			}
 		}
-		r.mu.Unlock()
+		switch {
+		case err == nil:
+			r.proven[id] = c
+		case refused(err):
+			delete(r.proven, id) // the trust was withdrawn, or the ServiceAccount is gone
+		default:
+			if old, ok := r.proven[id]; ok && now.Before(old.Expires) {
+				return old, nil // a passing failure: the proof still holds until it expires
+			}
+		}
 		return c, err
 	})
-	if err != nil {
-		return aws.Credentials{}, err
+	select {
+	case <-ctx.Done():
+		return aws.Credentials{}, ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return aws.Credentials{}, res.Err
+		}
+		return res.Val.(aws.Credentials), nil
 	}
-	return v.(aws.Credentials), nil
+}
+
+// proofTimeout bounds one proof (a TokenRequest and an STS call).
+const proofTimeout = 20 * time.Second
+
+// errNoServiceAccountToken marks a failed ServiceAccount token request.
+var errNoServiceAccountToken = errors.New("no ServiceAccount token")
+
+// refused reports whether err says the ServiceAccount may not assume the
+// role (rather than that STS or the API server failed for a while).
+func refused(err error) bool {
+	if errors.Is(err, errNoServiceAccountToken) {
+		return true
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "AccessDenied", "InvalidIdentityToken", "IDPRejectedClaim", "ExpiredTokenException", "ValidationError":
+			return true
+		}
+	}
+	return false
 }
 
 func (r *RoleCredentials) retrieve(ctx context.Context, id Identity) (aws.Credentials, error) {
@@ -157,7 +200,7 @@ func (r *RoleCredentials) retrieve(ctx context.Context, id Identity) (aws.Creden
 	}
 	token, err := r.tokens(ctx, id.Namespace, id.ServiceAccount)
 	if err != nil {
-		return aws.Credentials{}, fmt.Errorf("requesting a token of ServiceAccount %s/%s: %w", id.Namespace, id.ServiceAccount, err)
+		return aws.Credentials{}, fmt.Errorf("requesting a token of ServiceAccount %s/%s: %w: %w", id.Namespace, id.ServiceAccount, errNoServiceAccountToken, err)
 	}
 	out, err := r.sts.AssumeRoleWithWebIdentity(ctx, &sts.AssumeRoleWithWebIdentityInput{
 		RoleArn:          aws.String(id.RoleARN),
@@ -173,12 +216,14 @@ func (r *RoleCredentials) retrieve(ctx context.Context, id Identity) (aws.Creden
 	if c == nil || c.AccessKeyId == nil || c.SecretAccessKey == nil || c.SessionToken == nil {
 		return aws.Credentials{}, fmt.Errorf("sts:AssumeRoleWithWebIdentity for role %s answered no credentials", id.RoleARN)
 	}
-	creds := aws.Credentials{AccessKeyID: *c.AccessKeyId, SecretAccessKey: *c.SecretAccessKey,
-		SessionToken: *c.SessionToken, Source: "AssumeRoleWithWebIdentity"}
-	if c.Expiration != nil {
-		creds.CanExpire, creds.Expires = true, *c.Expiration
+	// Kept no longer than asked for, even if STS named no expiry: a trust
+	// withdrawn must take effect.
+	expires := r.now().Add(stsCredentialLifetime)
+	if c.Expiration != nil && c.Expiration.Before(expires) {
+		expires = *c.Expiration
 	}
-	return creds, nil
+	return aws.Credentials{AccessKeyID: *c.AccessKeyId, SecretAccessKey: *c.SecretAccessKey,
+		SessionToken: *c.SessionToken, Source: "AssumeRoleWithWebIdentity", CanExpire: true, Expires: expires}, nil
 }
 
 // sessionNameChars is what STS allows in a role session name besides

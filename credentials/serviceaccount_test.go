@@ -64,9 +64,16 @@ func TestSessionNameIsValidForSTSAndNamesTheServiceAccount(t *testing.T) {
 // the tokens it was given, as STS would after checking the role's trust
 // policy (the e2e STS emulator checks that part).
 type fakeSTS struct {
-	mu    sync.Mutex
-	calls []url.Values
-	deny  bool
+	mu          sync.Mutex
+	calls       []url.Values
+	deny        bool
+	unavailable bool // answer 503, as STS does under load
+}
+
+func (f *fakeSTS) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
 }
 
 func (f *fakeSTS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -76,9 +83,14 @@ func (f *fakeSTS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.calls = append(f.calls, r.PostForm)
-	deny := f.deny
+	deny, unavailable := f.deny, f.unavailable
 	f.mu.Unlock()
 	w.Header().Set("Content-Type", "text/xml")
+	if unavailable {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(w, `<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code><Message>try again</Message></Error><RequestId>r</RequestId></ErrorResponse>`)
+		return
+	}
 	if deny || r.PostForm.Get("Action") != "AssumeRoleWithWebIdentity" {
 		w.WriteHeader(http.StatusForbidden)
 		fmt.Fprint(w, `<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error><RequestId>r</RequestId></ErrorResponse>`)
@@ -155,7 +167,7 @@ func TestProveIsPerServiceAccountAndLastsAsLongAsItsCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Date(2029, 12, 31, 0, 0, 0, 0, time.UTC) // the fake's credentials expire 2030-01-01
+	now := time.Date(2029, 12, 31, 0, 0, 0, 0, time.UTC) // kept until now + 1h (the fake says 2030)
 	roles.now = func() time.Time { return now }
 	api := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}
 	worker := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "worker"}
@@ -165,17 +177,35 @@ func TestProveIsPerServiceAccountAndLastsAsLongAsItsCredentials(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(stsFake.calls) != 1 {
-		t.Fatalf("%d STS calls for three proofs of one ServiceAccount, want 1", len(stsFake.calls))
+	if stsFake.count() != 1 {
+		t.Fatalf("%d STS calls for three proofs of one ServiceAccount, want 1", stsFake.count())
 	}
-	if err := roles.Prove(ctx, worker); err != nil || len(stsFake.calls) != 2 {
-		t.Fatalf("proof of a second ServiceAccount: %v, %d STS calls; want its own call", err, len(stsFake.calls))
+	if err := roles.Prove(ctx, worker); err != nil || stsFake.count() != 2 {
+		t.Fatalf("proof of a second ServiceAccount: %v, %d STS calls; want its own call", err, stsFake.count())
 	}
-	// Near the credentials' expiry, and with the trust withdrawn: refused.
-	now = time.Date(2029, 12, 31, 23, 59, 0, 0, time.UTC)
-	stsFake.deny = true
-	if err := roles.Prove(ctx, api); err == nil || len(stsFake.calls) != 3 {
-		t.Errorf("proof after the trust was withdrawn: %v, %d STS calls; want a refusal from a new call", err, len(stsFake.calls))
+	// Near the credentials' expiry (kept at most an hour), STS failing for
+	// a while: the proof holds until they expire.
+	now = now.Add(59 * time.Minute)
+	stsFake.mu.Lock()
+	stsFake.unavailable = true
+	stsFake.mu.Unlock()
+	if err := roles.Prove(ctx, api); err != nil || stsFake.count() < 3 {
+		t.Errorf("proof while STS is unavailable: %v, %d STS calls; want the kept proof after a new call", err, stsFake.count())
+	}
+	// With the trust withdrawn: refused, and not kept.
+	stsFake.mu.Lock()
+	stsFake.unavailable, stsFake.deny = false, true
+	stsFake.mu.Unlock()
+	if err := roles.Prove(ctx, api); err == nil {
+		t.Error("proof after the trust was withdrawn succeeded")
+	}
+	stsFake.mu.Lock()
+	stsFake.deny = false
+	stsFake.mu.Unlock()
+	now = now.Add(-30 * time.Minute) // back inside the old credentials' life: they are gone all the same
+	before := stsFake.count()
+	if err := roles.Prove(ctx, api); err != nil || stsFake.count() != before+1 {
+		t.Errorf("proof after a refusal: %v, %d new STS calls; want a new proof, not the refused one kept", err, stsFake.count()-before)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -59,8 +60,23 @@ type Webhook struct {
 // URL is the /mutate URL the API server calls.
 func (w *Webhook) URL() string { return "https://" + w.Addr + "/mutate" }
 
-// StartWebhook starts the binary and waits until /readyz passes.
+// StartWebhook starts the binary and waits until /readyz passes. The
+// ports it picks for metrics and health (and listening, when o.Addr is
+// empty) are free when picked but may be taken before the process binds
+// them: a start that fails that way is tried again on new ports.
 func StartWebhook(ctx context.Context, o WebhookOptions) (*Webhook, error) {
+	for attempt := 1; ; attempt++ {
+		w, err := startWebhook(ctx, o)
+		if err == nil || !errors.Is(err, errAddrInUse) || attempt == 3 {
+			return w, err
+		}
+	}
+}
+
+// errAddrInUse marks a start that lost a picked port to another process.
+var errAddrInUse = errors.New("a picked port was taken before the webhook bound it")
+
+func startWebhook(ctx context.Context, o WebhookOptions) (*Webhook, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -123,6 +139,9 @@ func (w *Webhook) waitReady(ctx context.Context, timeout time.Duration) error {
 	for time.Now().Before(deadline) {
 		select {
 		case <-w.done:
+			if strings.Contains(w.Logs(), "address already in use") {
+				return fmt.Errorf("webhook exited before it was ready: %w", errAddrInUse)
+			}
 			return fmt.Errorf("webhook exited before it was ready")
 		case <-ctx.Done():
 			return ctx.Err()

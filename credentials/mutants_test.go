@@ -73,8 +73,9 @@ func TestCacheFallsBackWithExactlyMinRemainingLeft(t *testing.T) {
 
 func TestNewExchangerAcceptsAOneSecondTTL(t *testing.T) {
 	f := newFakeArtifactory(t)
-	if _, err := NewExchanger(ExchangeOptions{Instance: "main", URL: f.URL, TTL: time.Second, Credentials: staticCreds()}); err != nil {
-		t.Errorf("TTL 1s: %v", err)
+	e, err := NewExchanger(ExchangeOptions{Instance: "main", URL: f.URL, TTL: time.Second, Credentials: staticCreds()})
+	if err != nil || e == nil || e.o.HTTPClient == nil {
+		t.Errorf("TTL 1s, default HTTP client: %v, %v", e, err)
 	}
 }
 
@@ -101,7 +102,8 @@ func TestSanitizeBodyAtItsBounds(t *testing.T) {
 	}
 	// A cut never splits a character.
 	split := strings.Repeat("a ", maxErrorBody/2-1) + "a" + "é" + strings.Repeat(" b", 100) // é at bytes 1023-1024
-	if got := sanitizeBody([]byte(split)); !utf8.ValidString(got) || !strings.HasSuffix(got, "…(truncated)") {
+	if got := sanitizeBody([]byte(split)); !utf8.ValidString(got) || !strings.HasSuffix(got, "…(truncated)") ||
+		len(got) > maxErrorBody+len("…(truncated)") {
 		t.Errorf("cut body is not valid UTF-8 ending in the mark: %q", got[len(got)-20:])
 	}
 }
@@ -125,5 +127,18 @@ func TestNewHTTPClientAddsTheBundleToTheSystemRoots(t *testing.T) {
 	got := c.Transport.(*http.Transport).TLSClientConfig.RootCAs
 	if got == nil || !got.Equal(want) {
 		t.Error("the client's roots are not the system roots plus the bundle")
+	}
+}
+
+// Session names keep exactly what STS allows and map the rest to '-'; a
+// name of exactly 64 characters is kept whole.
+func TestSessionNameCharacterClassAndLengthBounds(t *testing.T) {
+	id := Identity{RoleARN: "arn:aws:iam::123456789012:role/r", Namespace: "azAZ09+=,.@_-", ServiceAccount: "`{[/:~é"}
+	if got, want := SessionName(id), "apw@azAZ09+=,.@_-.-------"; got != want {
+		t.Errorf("SessionName = %q, want %q", got, want)
+	}
+	exact := Identity{RoleARN: "arn:aws:iam::123456789012:role/r", Namespace: strings.Repeat("n", 57), ServiceAccount: "sa"}
+	if got := SessionName(exact); len(got) != 64 || got != "apw@"+strings.Repeat("n", 57)+".sa" {
+		t.Errorf("a 64-character session name became %q", got)
 	}
 }

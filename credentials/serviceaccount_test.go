@@ -67,7 +67,8 @@ type fakeSTS struct {
 	mu          sync.Mutex
 	calls       []url.Values
 	deny        bool
-	unavailable bool // answer 503, as STS does under load
+	unavailable bool      // answer 503, as STS does under load
+	expiration  time.Time // of the credentials; 2030-01-01 when zero
 }
 
 func (f *fakeSTS) count() int {
@@ -83,8 +84,11 @@ func (f *fakeSTS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.calls = append(f.calls, r.PostForm)
-	deny, unavailable := f.deny, f.unavailable
+	deny, unavailable, expiration := f.deny, f.unavailable, f.expiration
 	f.mu.Unlock()
+	if expiration.IsZero() {
+		expiration = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
 	w.Header().Set("Content-Type", "text/xml")
 	if unavailable {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -97,9 +101,9 @@ func (f *fakeSTS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintf(w, `<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleWithWebIdentityResult>
-<Credentials><AccessKeyId>%s</AccessKeyId><SecretAccessKey>%s</SecretAccessKey><SessionToken>%s</SessionToken><Expiration>2030-01-01T00:00:00Z</Expiration></Credentials>
+<Credentials><AccessKeyId>%s</AccessKeyId><SecretAccessKey>%s</SecretAccessKey><SessionToken>%s</SessionToken><Expiration>%s</Expiration></Credentials>
 <AssumedRoleUser><Arn>x</Arn><AssumedRoleId>y</AssumedRoleId></AssumedRoleUser></AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></AssumeRoleWithWebIdentityResponse>`,
-		testAccessKey, testSecretKey, testSessionToken)
+		testAccessKey, testSecretKey, testSessionToken, expiration.Format(time.RFC3339))
 }
 
 func TestExchangeAsAServiceAccountAssumesItsRoleWithItsToken(t *testing.T) {
@@ -297,5 +301,26 @@ func TestServiceAccountIdentityReadsIRSAsAnnotationAndTheOptIn(t *testing.T) {
 				t.Errorf("err = %v; want one containing %q naming team-a/api (ErrNoRole: %v)", err, tc.wantErr, tc.wantNoRole)
 			}
 		})
+	}
+}
+
+// Credentials that STS says expire sooner than an hour end the proof then.
+func TestProveEndsWhenSTSSaysTheCredentialsExpire(t *testing.T) {
+	now := time.Date(2029, 6, 1, 0, 0, 0, 0, time.UTC)
+	stsFake := &fakeSTS{expiration: now.Add(10 * time.Minute)}
+	stsSrv := httptest.NewServer(stsFake)
+	t.Cleanup(stsSrv.Close)
+	roles, err := NewRoleCredentials(AWSOptions{STSEndpoint: stsSrv.URL}, func(context.Context, string, string) (string, error) { return "jwt", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles.now = func() time.Time { return now }
+	id := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}
+	if err := roles.Prove(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(9 * time.Minute) // inside the margin of a 10-minute credential
+	if err := roles.Prove(context.Background(), id); err != nil || stsFake.count() != 2 {
+		t.Errorf("proof 9 minutes into 10-minute credentials: %v, %d STS calls; want a new proof", err, stsFake.count())
 	}
 }

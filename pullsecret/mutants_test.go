@@ -213,3 +213,44 @@ func asCached(t *testing.T, s *corev1.Secret) *corev1.Secret {
 	}
 	return r.(*corev1.Secret).DeepCopy()
 }
+
+func TestSecretNameOfExactlyTheMaximumIsKept(t *testing.T) {
+	inst := instance() // secretName artifactory-pull: 17 characters with the dash
+	sa := strings.Repeat("s", 253-len(inst.SecretName)-1)
+	if got := SecretName(inst, credentials.Identity{RoleARN: teamRole, Namespace: ns, ServiceAccount: sa}); got != inst.SecretName+"-"+sa {
+		t.Errorf("a 253-character name was changed to %q", got)
+	}
+}
+
+func TestStoreLogsToTheGivenLogger(t *testing.T) {
+	var mu sync.Mutex
+	var logs strings.Builder
+	log := funcr.New(func(_, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		logs.WriteString(args + "\n")
+	}, funcr.Options{})
+	h := newHarness(t, interceptor.Funcs{})
+	h.store = NewStore(Options{Reader: managedOnly{h.api}, Writer: h.api, Tokens: h.tokens, Fingerprints: testPrints, Log: log,
+		Now: func() time.Time { return h.now }})
+	if _, err := h.store.Ensure(context.Background(), ns, instance(), false); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "wrote pull secret") {
+		t.Errorf("the given logger saw nothing of the write:\n%s", logs.String())
+	}
+}
+
+func TestDigestMemoFollowsTheUsername(t *testing.T) {
+	h := newHarness(t, interceptor.Funcs{})
+	cred := credAt(t0, rawToken)
+	other := cred
+	other.Username = "another-user"
+	d1, _ := h.store.digestFor(instance(), cred)
+	d2, _ := h.store.digestFor(instance(), other)
+	if d1 == d2 {
+		t.Error("the digest memo ignored a new username")
+	}
+}

@@ -95,69 +95,8 @@ func TestCacheBackingOffAnswersLastErrorWithoutMintingThenRecovers(t *testing.T)
 // gaugeValue reads gauge name{instance} from reg; -1 when absent.
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name, instance string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "instance" && l.GetValue() == instance {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
+	if m := findMetric(t, reg, name, map[string]string{"instance": instance}); m != nil {
+		return m.GetGauge().GetValue()
 	}
 	return -1
-}
-
-func TestCachePermanentFailureMintsAboutOncePerCap(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	m := &countingMint{clock: clock, lifetime: time.Hour}
-	m.fail.Store(true)
-	const capDelay = 5 * time.Minute
-	c := NewCache(m.mint, CacheOptions{Now: clock.Now,
-		Backoff: Backoff{Cap: capDelay, Rand: func() float64 { return 0 }}}) // shortest waits: most mints
-	var mintTimes []time.Time
-	for range 3600 { // one caller per second for an hour
-		before := m.calls.Load()
-		_, _ = c.Get(context.Background(), cacheKey)
-		if m.calls.Load() > before {
-			mintTimes = append(mintTimes, clock.Now())
-		}
-		clock.Advance(time.Second)
-	}
-	if len(mintTimes) > 40 {
-		t.Fatalf("%d mints in an hour of calls every second, want at most 40", len(mintTimes))
-	}
-	last := mintTimes[len(mintTimes)-5:]
-	for i := 1; i < len(last); i++ {
-		if gap := last[i].Sub(last[i-1]); gap < capDelay/2 {
-			t.Errorf("mints %s apart once the backoff reached its cap, want at least %s", gap, capDelay/2)
-		}
-	}
-}
-
-func TestCacheBackingOffServesStillValidCredential(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	m := &countingMint{clock: clock, lifetime: 100 * time.Minute}
-	c := NewCache(m.mint, CacheOptions{Now: clock.Now, Backoff: Backoff{Cap: time.Minute}})
-	first, err := c.Get(context.Background(), cacheKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.fail.Store(true)
-	clock.Advance(90 * time.Minute) // due for refresh, still valid
-	for range 5 {
-		got, err := c.Get(context.Background(), cacheKey)
-		if err != nil || !got.Expiry.Equal(first.Expiry) {
-			t.Fatalf("Get = %v, %v; want the still-valid credential", got, err)
-		}
-	}
-	if n := m.calls.Load(); n != 3 {
-		t.Errorf("%d mints, want 3 (the first, then two failures before the backoff)", n)
-	}
 }

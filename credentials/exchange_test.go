@@ -29,6 +29,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/awssig"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
@@ -536,6 +537,19 @@ func TestCredentialNeverPrintsToken(t *testing.T) {
 
 func counterValue(t *testing.T, reg *prometheus.Registry, name, instance, result string) float64 {
 	t.Helper()
+	labels := map[string]string{"instance": instance}
+	if result != "" {
+		labels["result"] = result
+	}
+	if m := findMetric(t, reg, name, labels); m != nil {
+		return m.GetCounter().GetValue()
+	}
+	return 0
+}
+
+// findMetric is the sample of name in reg whose labels include labels.
+func findMetric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) *dto.Metric {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -544,17 +558,21 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, instance, result
 		if mf.GetName() != name {
 			continue
 		}
+	samples:
 		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
+			have := map[string]string{}
 			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
+				have[l.GetName()] = l.GetValue()
 			}
-			if labels["instance"] == instance && labels["result"] == result {
-				return m.GetCounter().GetValue()
+			for k, v := range labels {
+				if have[k] != v {
+					continue samples
+				}
 			}
+			return m
 		}
 	}
-	return 0
+	return nil
 }
 
 func hasMetric(t *testing.T, reg *prometheus.Registry, name string) bool {

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -48,13 +49,7 @@ func TestCheckpointEntryNames(t *testing.T) {
 
 // A refresher given a logger logs to it.
 func TestRefresherLogsToTheGivenLogger(t *testing.T) {
-	var mu sync.Mutex
-	var logs strings.Builder
-	log := funcr.New(func(_, args string) {
-		mu.Lock()
-		defer mu.Unlock()
-		logs.WriteString(args + "\n")
-	}, funcr.Options{})
+	log, logs := recordingLog()
 	h := newHarness(t, interceptor.Funcs{}, namespaceWith(nil), managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts))
 	cleanup := true
 	r, err := NewRefresher(RefresherOptions{
@@ -66,10 +61,8 @@ func TestRefresherLogsToTheGivenLogger(t *testing.T) {
 	}
 	rh := &refresherHarness{harness: h, r: r}
 	rh.reconcile(t) // the namespace opted out: the Secret is deleted, and that is logged
-	mu.Lock()
-	defer mu.Unlock()
-	if !strings.Contains(logs.String(), "artifactory-pull") {
-		t.Errorf("the given logger saw nothing of the deletion:\n%s", logs.String())
+	if got := logs(); !strings.Contains(got, "artifactory-pull") {
+		t.Errorf("the given logger saw nothing of the deletion:\n%s", got)
 	}
 }
 
@@ -223,23 +216,15 @@ func TestSecretNameOfExactlyTheMaximumIsKept(t *testing.T) {
 }
 
 func TestStoreLogsToTheGivenLogger(t *testing.T) {
-	var mu sync.Mutex
-	var logs strings.Builder
-	log := funcr.New(func(_, args string) {
-		mu.Lock()
-		defer mu.Unlock()
-		logs.WriteString(args + "\n")
-	}, funcr.Options{})
+	log, logs := recordingLog()
 	h := newHarness(t, interceptor.Funcs{})
 	h.store = NewStore(Options{Reader: managedOnly{h.api}, Writer: h.api, Tokens: h.tokens, Fingerprints: testPrints, Log: log,
 		Now: func() time.Time { return h.now }})
 	if _, err := h.store.Ensure(context.Background(), ns, instance(), false); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if !strings.Contains(logs.String(), "wrote pull secret") {
-		t.Errorf("the given logger saw nothing of the write:\n%s", logs.String())
+	if got := logs(); !strings.Contains(got, "wrote pull secret") {
+		t.Errorf("the given logger saw nothing of the write:\n%s", got)
 	}
 }
 
@@ -252,5 +237,21 @@ func TestDigestMemoFollowsTheUsername(t *testing.T) {
 	d2, _ := h.store.digestFor(instance(), other)
 	if d1 == d2 {
 		t.Error("the digest memo ignored a new username")
+	}
+}
+
+// recordingLog is a logger that keeps every line, and what it kept so far.
+func recordingLog() (logr.Logger, func() string) {
+	var mu sync.Mutex
+	var b strings.Builder
+	log := funcr.New(func(_, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		b.WriteString(args + "\n")
+	}, funcr.Options{})
+	return log, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return b.String()
 	}
 }

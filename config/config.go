@@ -7,15 +7,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 )
 
 // Defaults.
@@ -88,7 +92,54 @@ type Config struct {
 	// BackoffCap is the longest wait between token mints of an instance
 	// that keeps failing (exponential backoff with jitter up to it).
 	BackoffCap Duration `json:"backoffCap"`
+	// ServiceAccounts configures how instances with identity
+	// serviceAccount read a pod's ServiceAccount.
+	ServiceAccounts ServiceAccounts `json:"serviceAccounts"`
 }
+
+// Identity says whose AWS credentials sign an instance's exchange.
+type Identity string
+
+const (
+	// IdentityWebhook signs with the webhook's own AWS identity: every
+	// opted-in namespace gets the Artifactory user of that one role.
+	IdentityWebhook Identity = "webhook"
+	// IdentityServiceAccount signs with the IAM role of the pod's
+	// ServiceAccount (IRSA: its eks.amazonaws.com/role-arn annotation),
+	// assumed with a token of that ServiceAccount: each workload pulls as
+	// its own role's Artifactory user, from a Secret of its own.
+	IdentityServiceAccount Identity = "serviceAccount"
+)
+
+// Fallback says what a pod gets when its ServiceAccount names no role.
+type Fallback string
+
+const (
+	// FallbackNone adds no pull secret and warns, naming the ServiceAccount
+	// and the missing annotation.
+	FallbackNone Fallback = "none"
+	// FallbackWebhook uses the webhook's own identity and its Secret.
+	FallbackWebhook Fallback = "webhook"
+)
+
+// ServiceAccounts configures the reading of pods' ServiceAccounts.
+type ServiceAccounts struct {
+	// OptInAnnotation, when set, is an annotation a ServiceAccount must
+	// carry with the value "true" beside its role annotation for its role
+	// to be used, e.g. JFrogExchange (jfrog-credentials-provider's
+	// convention). Empty: the role annotation is enough.
+	OptInAnnotation string `json:"optInAnnotation,omitempty"`
+}
+
+// Annotation names read from ServiceAccounts.
+const (
+	// RoleARNAnnotation names a ServiceAccount's IAM role (IRSA).
+	RoleARNAnnotation = "eks.amazonaws.com/role-arn"
+	// RegionalSTSAnnotation is IRSA's eks.amazonaws.com/sts-regional-endpoints;
+	// aws-sdk-go-v2 always calls the regional endpoint, so it changes nothing
+	// here and is accepted for compatibility.
+	RegionalSTSAnnotation = "eks.amazonaws.com/sts-regional-endpoints"
+)
 
 // Cleanup reports whether managed Secrets of opted-out namespaces are
 // deleted.
@@ -114,6 +165,43 @@ type Instance struct {
 	SecretName string `json:"secretName"`
 	// ExchangeTimeout bounds one HTTP exchange with the instance.
 	ExchangeTimeout Duration `json:"exchangeTimeout"`
+	// Identity is webhook (default) or serviceAccount (see Identity).
+	Identity Identity `json:"identity,omitempty"`
+	// Fallback is what identity serviceAccount does for a pod whose
+	// ServiceAccount names no role (or does not exist): none (default) or
+	// webhook. Only with identity serviceAccount.
+	Fallback Fallback `json:"fallback,omitempty"`
+	// AWS holds the instance's own AWS settings.
+	AWS InstanceAWS `json:"aws,omitempty"`
+}
+
+// InstanceAWS holds an instance's own AWS settings.
+type InstanceAWS struct {
+	// AssumeRole, when set, is a role assumed (sts:AssumeRole) with the
+	// resolved identity's credentials — the webhook's or the
+	// ServiceAccount's — before signing: role chaining, so that one
+	// Artifactory role mapping serves clusters in other accounts.
+	AssumeRole *AssumeRole `json:"assumeRole,omitempty"`
+}
+
+// AssumeRole is a role to chain to.
+type AssumeRole struct {
+	RoleARN string `json:"roleARN"`
+	// ExternalID is passed to sts:AssumeRole when the role's trust policy
+	// asks for one (optional).
+	ExternalID string `json:"externalID,omitempty"`
+	// SessionName is the role session name (default: that of the
+	// identity it chains from, or artifactory-pull-webhook).
+	SessionName string `json:"sessionName,omitempty"`
+}
+
+// PerServiceAccount reports whether in's tokens are minted per ServiceAccount.
+func (in Instance) PerServiceAccount() bool { return in.Identity == IdentityServiceAccount }
+
+// PerServiceAccount reports whether some instance of c mints per
+// ServiceAccount.
+func (c *Config) PerServiceAccount() bool {
+	return slices.ContainsFunc(c.Instances, Instance.PerServiceAccount)
 }
 
 // AWS configures the webhook's AWS identity and how it is presented.
@@ -204,6 +292,12 @@ func (c *Config) applyDefaults() {
 		in := &c.Instances[i]
 		if in.SecretName == "" {
 			in.SecretName = DefaultSecretName
+		}
+		if in.Identity == "" {
+			in.Identity = IdentityWebhook
+		}
+		if in.Fallback == "" && in.Identity == IdentityServiceAccount {
+			in.Fallback = FallbackNone
 		}
 		if in.TokenTTL.Duration == 0 {
 			in.TokenTTL.Duration = DefaultTokenTTL
@@ -317,10 +411,53 @@ func (c *Config) Validate() error {
 			bad(f+".secretName", "%q is already used by instance %q; give each instance its own secretName", in.SecretName, other)
 		}
 		secrets[in.SecretName] = in.Name
+		switch in.Identity {
+		case IdentityWebhook:
+			if in.Fallback != "" {
+				bad(f+".fallback", "applies only to identity %s; remove it or set identity: %s", IdentityServiceAccount, IdentityServiceAccount)
+			}
+		case IdentityServiceAccount:
+			if in.Fallback != FallbackNone && in.Fallback != FallbackWebhook {
+				bad(f+".fallback", "must be none or webhook, got %q", in.Fallback)
+			}
+		default:
+			bad(f+".identity", "must be webhook or serviceAccount, got %q", in.Identity)
+		}
+		if ar := in.AWS.AssumeRole; ar != nil {
+			if !credentials.RoleARNPattern.MatchString(ar.RoleARN) {
+				bad(f+".aws.assumeRole.roleARN", "%q is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", ar.RoleARN)
+			}
+			if n := len(ar.ExternalID); n > 0 && (n < 2 || n > 1224 || !externalID.MatchString(ar.ExternalID)) {
+				bad(f+".aws.assumeRole.externalID", "must be 2 to 1224 of letters, digits and +=,.@:/-")
+			}
+			if n := len(ar.SessionName); n > 0 && (n < 2 || n > 64 || !sessionName.MatchString(ar.SessionName)) {
+				bad(f+".aws.assumeRole.sessionName", "%q must be 2 to 64 of letters, digits and +=,.@-", ar.SessionName)
+			}
+		}
 		if in.CABundle != "" {
 			if _, err := os.Stat(in.CABundle); err != nil {
 				bad(f+".caBundle", "%v", err)
 			}
+		}
+	}
+	// A ServiceAccount's Secret is named <secretName>-<serviceAccount>: no
+	// other configured name may start with that prefix, or one
+	// ServiceAccount's Secret would be another instance's.
+	for i, in := range c.Instances {
+		if !in.PerServiceAccount() {
+			continue
+		}
+		prefix := in.SecretName + "-"
+		for _, other := range append(slices.Sorted(maps.Keys(secrets)), c.RetiredSecretNames...) {
+			if strings.HasPrefix(other, prefix) {
+				bad(fmt.Sprintf("instances[%d].secretName", i), "%q: identity serviceAccount names Secrets %s<serviceAccount>, "+
+					"which %q could be; give one of them another name", in.SecretName, prefix, other)
+			}
+		}
+	}
+	if k := c.ServiceAccounts.OptInAnnotation; k != "" {
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+			bad("serviceAccounts.optInAnnotation", "%q is not an annotation name: %s", k, strings.Join(msgs, "; "))
 		}
 	}
 	for i, name := range c.RetiredSecretNames {
@@ -335,6 +472,12 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// What STS accepts as an external ID and a role session name.
+var (
+	externalID  = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
+	sessionName = regexp.MustCompile(`^[\w+=,.@-]+$`)
+)
 
 // RefreshWindow is the time between a token of inst becoming due for refresh
 // and its expiry: tokenTTL × refreshThreshold.

@@ -48,6 +48,13 @@ func (id Identity) Name() string {
 	return rolePrefix + id.RoleARN
 }
 
+// RoleOfName is the role ARN of a Name of a ServiceAccount's identity
+// ("role:<arn>"); ok is false for any other name.
+func RoleOfName(name string) (role string, ok bool) {
+	role, ok = strings.CutPrefix(name, rolePrefix)
+	return role, ok && role != ""
+}
+
 // Key is the token cache key of id's tokens for instance, whose
 // configuration has fingerprint.
 func (id Identity) Key(instance, fingerprint string) Key {
@@ -259,6 +266,10 @@ const RoleARNAnnotation = "eks.amazonaws.com/role-arn"
 // ServiceAccount that names no role, or has not opted in.
 var ErrNoRole = errors.New("no IAM role for the exchange")
 
+// ErrBadRole is returned (wrapped) by ServiceAccountIdentity for a
+// ServiceAccount whose role annotation is not an IAM role ARN.
+var ErrBadRole = errors.New("not an IAM role ARN")
+
 // ServiceAccountIdentity is the identity of the ServiceAccount namespace/
 // name with annotations: its RoleARNAnnotation, when optIn is empty or the
 // annotation optIn is "true" (jfrog-credentials-provider's JFrogExchange
@@ -273,8 +284,8 @@ func ServiceAccountIdentity(namespace, name string, annotations map[string]strin
 		return Identity{}, fmt.Errorf("%w: ServiceAccount %s/%s has no %s annotation", ErrNoRole, namespace, name, RoleARNAnnotation)
 	}
 	if !RoleARNPattern.MatchString(role) {
-		return Identity{}, fmt.Errorf("ServiceAccount %s/%s: annotation %s is %q, not an IAM role ARN (arn:aws:iam::<account>:role/<name>)",
-			namespace, name, RoleARNAnnotation, role)
+		return Identity{}, fmt.Errorf("ServiceAccount %s/%s: annotation %s is %q, %w (arn:aws:iam::<account>:role/<name>)",
+			namespace, name, RoleARNAnnotation, role, ErrBadRole)
 	}
 	return Identity{RoleARN: role, Namespace: namespace, ServiceAccount: name}, nil
 }

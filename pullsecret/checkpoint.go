@@ -61,8 +61,13 @@ type CheckpointOptions struct {
 	// entry of any other key (another fingerprint: the instance's url,
 	// tokenTTL or AWS identity changed) is neither seeded nor kept.
 	Keys []credentials.Key
-	Now  func() time.Time
-	Log  logr.Logger
+	// Roles, when set, says whether a key not in Keys is current too: the
+	// keys of ServiceAccounts' roles, which are not known in advance.
+	// (Kept tokens of a role are handed to a ServiceAccount only after it
+	// proved it may assume the role: credentials.Cache.GetAs.)
+	Roles func(credentials.Key) bool
+	Now   func() time.Time
+	Log   logr.Logger
 }
 
 // Checkpoint keeps the current token of every (instance, identity) in one
@@ -81,6 +86,7 @@ type Checkpoint struct {
 	client client.Client
 	key    types.NamespacedName
 	keys   map[credentials.Key]bool // nil: every key is current
+	roles  func(credentials.Key) bool
 	now    func() time.Time
 	log    logr.Logger
 	wake   chan struct{}
@@ -104,7 +110,7 @@ func NewCheckpoint(o CheckpointOptions) (*Checkpoint, error) {
 		o.Log = logr.Discard()
 	}
 	c := &Checkpoint{
-		client: o.Client, key: types.NamespacedName{Namespace: o.Namespace, Name: o.Name}, now: o.Now, log: o.Log,
+		client: o.Client, key: types.NamespacedName{Namespace: o.Namespace, Name: o.Name}, now: o.Now, log: o.Log, roles: o.Roles,
 		wake: make(chan struct{}, 1), pending: map[credentials.Key]credentials.Credential{},
 	}
 	if len(o.Keys) > 0 {
@@ -318,7 +324,9 @@ func (c *Checkpoint) Adopt(ctx context.Context, key credentials.Key) (credential
 }
 
 // current reports whether key belongs to the running configuration.
-func (c *Checkpoint) current(key credentials.Key) bool { return c.keys == nil || c.keys[key] }
+func (c *Checkpoint) current(key credentials.Key) bool {
+	return c.keys == nil || c.keys[key] || (c.roles != nil && c.roles(key))
+}
 
 // checkpointEntry is one credential in the checkpoint, stored under
 // entryKey as JSON. The token is a plain string here: credentials.Token

@@ -129,7 +129,7 @@ func TestStaleCacheAfterTheWriteRecordExpiredCostsAReadNotAWrite(t *testing.T) {
 
 func TestRefresherRecreatesASecretDeletedRightAfterItsWrite(t *testing.T) {
 	h := newRefresherHarness(t, true, namespaceWith(optedInLabels))
-	h.r.remember(secretKey, true)
+	h.r.rememberDeleted(secretKey)
 	h.reconcile(t) // creates it; the Store records the write
 	if err := h.api.Delete(context.Background(), h.secret(t)); err != nil {
 		t.Fatal(err)

@@ -9,11 +9,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
-	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 )
 
 // HeldExpiries returns, for each instance of cfg with at least one managed
-// pull Secret in an opted-in namespace, the earliest expiry among the
+// pull Secret (a ServiceAccount's included) in an opted-in namespace, the earliest expiry among the
 // tokens those Secrets hold (their expires-at annotation). This is what
 // pods pull with, whichever replica minted it: it is the source of the
 // token expiry gauge (metrics.SetTokenExpirySource). A Secret whose
@@ -27,10 +26,7 @@ func (s *Store) HeldExpiries(ctx context.Context, cfg *config.Config) map[string
 	if err != nil {
 		return nil
 	}
-	byName := make(map[string]config.Instance, len(cfg.Instances))
-	for _, in := range cfg.Instances {
-		byName[in.SecretName] = in
-	}
+	ts := newTargets(cfg.Instances)
 	var list corev1.SecretList
 	if err := s.reader.List(ctx, &list, client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
 		s.log.V(1).Info("could not list managed pull secrets for the token expiry gauge", "error", err.Error())
@@ -40,11 +36,12 @@ func (s *Store) HeldExpiries(ctx context.Context, cfg *config.Config) map[string
 	out := map[string]time.Time{}
 	for i := range list.Items {
 		sec := &list.Items[i]
-		inst, ok := byName[sec.Name]
+		t, ok := ts.of(sec)
 		if !ok {
 			continue
 		}
-		_, expires, ok := s.lifetime(sec, newTarget(inst, credentials.Identity{}))
+		inst := t.inst
+		_, expires, ok := s.lifetime(sec, t)
 		if !ok {
 			continue
 		}

@@ -28,7 +28,7 @@ func otherInstallations(t *testing.T) *corev1.Secret {
 // that only B's label opts in (A sees it as "opted out"), nor rewrite it.
 func TestRefresherLeavesAnotherInstallationsSecretAlone(t *testing.T) {
 	h := newRefresherHarness(t, true, namespaceWith(map[string]string{"team-b/inject": "enabled"}), otherInstallations(t))
-	h.r.remember(secretKey, true)
+	h.r.rememberDeleted(secretKey)
 	h.reconcile(t)
 	h.tokens.cred = credAt(t0.Add(50*60e9), rawToken)
 	h.reconcile(t)

@@ -215,7 +215,7 @@ func TestStoreAndRefresherLogAndRecordNoTokenInAnyEncoding(t *testing.T) {
 		}},
 		{"the refresher restores a deleted Secret", ReasonRestored, func(t *testing.T, s *hygieneSink) {
 			h := s.onRefresher(newRefresherHarness(t, true, namespaceWith(optedInLabels)))
-			h.r.remember(secretKey, true) // its delete event was seen
+			h.r.rememberDeleted(secretKey) // its delete event was seen
 			h.tokens.cred = credAt(t0, newTok)
 			h.reconcile(t)
 		}},
@@ -259,7 +259,7 @@ func TestStoreAndRefresherLogAndRecordNoTokenInAnyEncoding(t *testing.T) {
 		}},
 		{"the refresher meets a tenant's Secret", "taken by an unmanaged Secret", func(t *testing.T, s *hygieneSink) {
 			h := s.onRefresher(newRefresherHarness(t, true, namespaceWith(optedInLabels), tenantSecret(t)))
-			h.r.remember(secretKey, true)
+			h.r.rememberDeleted(secretKey)
 			h.tokens.cred = credAt(t0, newTok)
 			h.reconcile(t)
 		}},

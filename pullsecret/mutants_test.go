@@ -71,10 +71,10 @@ func TestRefresherLogsToTheGivenLogger(t *testing.T) {
 func TestNextLookAtTheRefreshPointWaitsForTheRetry(t *testing.T) {
 	h := newRefresherHarness(t, true, namespaceWith(optedInLabels))
 	h.retry.next = h.now.Add(40 * time.Second)
-	if d := h.r.nextLook(instance(), SyncResult{RefreshAt: h.now}); d != 40*time.Second {
+	if d := h.r.nextLook(newTarget(instance(), credentials.Identity{}), SyncResult{RefreshAt: h.now}); d != 40*time.Second {
 		t.Errorf("nextLook at the refresh point = %s, want the retry's 40s", d)
 	}
-	if d := h.r.nextLook(instance(), SyncResult{RefreshAt: h.now.Add(time.Minute)}); d != time.Minute+refreshSlack {
+	if d := h.r.nextLook(newTarget(instance(), credentials.Identity{}), SyncResult{RefreshAt: h.now.Add(time.Minute)}); d != time.Minute+refreshSlack {
 		t.Errorf("nextLook a minute before = %s, want a minute and the slack", d)
 	}
 }

@@ -74,6 +74,10 @@ type RefresherOptions struct {
 	Secrets []cache.Cache
 	// Retry tells when a failed token source may be asked again.
 	Retry RetryState
+	// ServiceAccounts resolves the identities of ServiceAccounts (their
+	// metadata informer, which the refresher also watches); required when
+	// an instance has identity serviceAccount.
+	ServiceAccounts *ServiceAccounts
 	// Ready, when set, is closed once the token cache has been seeded from
 	// the existing Secrets; Reconcile waits for it so that a new leader does
 	// not mint tokens the Secrets already hold.
@@ -95,34 +99,45 @@ type RefresherOptions struct {
 //     a deleted one leaves nothing behind: the refresher remembers which
 //     (namespace, Secret) pairs it saw deleted and restores those;
 //   - opt-out: when a namespace loses the opt-in label its managed Secrets
-//     are deleted (unless cleanup is off) and forgotten.
+//     are deleted (unless cleanup is off) and forgotten;
+//   - ServiceAccounts: the Secret of a ServiceAccount's identity follows
+//     its ServiceAccount: it is rewritten for the role the ServiceAccount
+//     names now, and deleted when the ServiceAccount is deleted or no longer
+//     names a role (whatever cleanupOnOptOut says: nothing may pull as a
+//     role its ServiceAccount gave up).
 //
 // Failures are retried when the token source's backoff allows, with a
 // Warning Event on the namespace.
 type Refresher struct {
-	store     *Store
-	reader    client.Reader
-	secrets   []cache.Cache
-	retry     RetryState
-	ready     <-chan struct{}
-	recorder  events.EventRecorder
-	metrics   *metrics.Metrics
-	log       logr.Logger
-	now       func() time.Time
-	instances map[string]config.Instance // by Secret name
-	retired   map[string]bool            // Secret names to delete everywhere
-	nsKey     string
-	nsValue   string
-	cleanup   bool
+	store    *Store
+	reader   client.Reader
+	secrets  []cache.Cache
+	retry    RetryState
+	ready    <-chan struct{}
+	recorder events.EventRecorder
+	metrics  *metrics.Metrics
+	log      logr.Logger
+	now      func() time.Time
+	targets  targets
+	sas      *ServiceAccounts
+	retired  map[string]bool // Secret names to delete everywhere
+	nsKey    string
+	nsValue  string
+	cleanup  bool
+	proofs   credentials.Backoff // spaces out the retries of refused ServiceAccounts
 
-	mu     sync.Mutex
-	wanted map[types.NamespacedName]bool // Secrets to restore when missing
+	mu      sync.Mutex
+	wanted  map[types.NamespacedName]target // Secrets to restore when missing
+	refused map[types.NamespacedName]int    // consecutive failed proofs of a ServiceAccount's Secret
 }
 
 // NewRefresher checks o and builds a Refresher.
 func NewRefresher(o RefresherOptions) (*Refresher, error) {
 	if o.Config == nil || o.Store == nil || o.Reader == nil || o.Retry == nil {
 		return nil, errors.New("pullsecret: RefresherOptions needs Config, Store, Reader and Retry")
+	}
+	if o.Config.PerServiceAccount() && o.ServiceAccounts == nil {
+		return nil, errors.New("pullsecret: RefresherOptions needs ServiceAccounts for instances with identity serviceAccount")
 	}
 	key, value, err := config.SplitLabel(o.Config.NamespaceLabel)
 	if err != nil {
@@ -131,12 +146,14 @@ func NewRefresher(o RefresherOptions) (*Refresher, error) {
 	r := &Refresher{
 		store: o.Store, reader: o.Reader, secrets: o.Secrets, retry: o.Retry, ready: o.Ready, recorder: o.Recorder, metrics: o.Metrics,
 		log: o.Log, now: o.Now, nsKey: key, nsValue: value, cleanup: o.Config.Cleanup(),
-		instances: make(map[string]config.Instance, len(o.Config.Instances)),
-		wanted:    map[types.NamespacedName]bool{},
-		retired:   map[string]bool{},
+		targets: newTargets(o.Config.Instances), sas: o.ServiceAccounts,
+		proofs:  credentials.Backoff{Base: DefaultWriteBackoffBase, Cap: o.Config.BackoffCap.Duration},
+		wanted:  map[types.NamespacedName]target{},
+		refused: map[types.NamespacedName]int{},
+		retired: map[string]bool{},
 	}
-	for _, in := range o.Config.Instances {
-		r.instances[in.SecretName] = in
+	if r.proofs.Cap <= 0 {
+		r.proofs.Cap = config.DefaultBackoffCap
 	}
 	for _, name := range o.Config.RetiredSecretNames {
 		r.retired[name] = true
@@ -163,6 +180,11 @@ func (r *Refresher) SetupWithManager(mgr ctrl.Manager) error {
 	for _, c := range caches {
 		b = b.WatchesRawSource(source.Kind(c, client.Object(&corev1.Secret{}), r.secretEvents()))
 	}
+	if len(r.targets.perSA) > 0 {
+		// A ServiceAccount that changes its annotations or goes: its Secrets.
+		b = b.Watches(ServiceAccountObject(), handler.EnqueueRequestsFromMapFunc(r.secretsOfServiceAccount),
+			builder.WithPredicates(predicate.AnnotationChangedPredicate{}))
+	}
 	return b.
 		Watches(namespaceObject(), handler.EnqueueRequestsFromMapFunc(r.secretsOf),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
@@ -187,11 +209,12 @@ func (r *Refresher) secretEvents() handler.EventHandler {
 			}
 			return
 		}
-		if _, ok := r.instances[obj.GetName()]; !ok {
+		t, ok := r.targets.of(obj)
+		if !ok {
 			return
 		}
 		if deleted {
-			r.remember(key, true)
+			r.remember(key, &t)
 			r.store.forgetWrite(key) // so that Sync recreates it at once
 		}
 		q.Add(reconcile.Request{NamespacedName: key})
@@ -222,7 +245,7 @@ func (r *Refresher) secretsOf(ctx context.Context, ns client.Object) []reconcile
 		r.log.Error(err, "listing managed pull secrets of a namespace", "namespace", ns.GetName())
 	}
 	for i := range list.Items {
-		if _, ok := r.instances[list.Items[i].Name]; ok {
+		if _, ok := r.targets.of(&list.Items[i]); ok {
 			seen[client.ObjectKeyFromObject(&list.Items[i])] = true
 		}
 	}
@@ -240,17 +263,31 @@ func (r *Refresher) secretsOf(ctx context.Context, ns client.Object) []reconcile
 	return reqs
 }
 
+// secretsOfServiceAccount maps a ServiceAccount to the Secrets of its
+// identity, one per instance with identity serviceAccount. Reconcile skips
+// those that neither exist nor are remembered.
+func (r *Refresher) secretsOfServiceAccount(_ context.Context, sa client.Object) []reconcile.Request {
+	reqs := make([]reconcile.Request, 0, len(r.targets.perSA))
+	for _, in := range r.targets.perSA {
+		id := credentials.Identity{RoleARN: "any", Namespace: sa.GetNamespace(), ServiceAccount: sa.GetName()}
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: sa.GetNamespace(), Name: SecretName(in, id)}})
+	}
+	return reqs
+}
+
 // Reconcile brings one managed Secret in line with its namespace's opt-in
-// and the current token, and schedules the next look just after that
-// token's refresh point.
+// (and a ServiceAccount's Secret with its ServiceAccount) and the current
+// token, and schedules the next look just after that token's refresh
+// point.
 func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	if r.retired[req.Name] {
 		return r.deleteRetired(ctx, req.NamespacedName)
 	}
-	inst, ok := r.instances[req.Name]
-	if !ok {
-		return reconcile.Result{}, nil
+	t, ok, err := r.targetAt(ctx, req.NamespacedName)
+	if err != nil || !ok {
+		return reconcile.Result{}, err
 	}
+	inst := t.inst
 	if r.ready != nil {
 		select {
 		case <-r.ready:
@@ -261,17 +298,17 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	ns := namespaceObject()
 	if err := r.reader.Get(ctx, client.ObjectKey{Name: req.Namespace}, ns); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.remember(req.NamespacedName, false)
+			r.remember(req.NamespacedName, nil)
 			return reconcile.Result{}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("reading namespace %s: %w", req.Namespace, err)
 	}
 	if ns.DeletionTimestamp != nil {
-		r.remember(req.NamespacedName, false) // its Secrets go with it
+		r.remember(req.NamespacedName, nil) // its Secrets go with it
 		return reconcile.Result{}, nil
 	}
 	if ns.Labels[r.nsKey] != r.nsValue {
-		return r.optedOut(ctx, ns, inst, req.NamespacedName)
+		return r.optedOut(ctx, ns, t, req.NamespacedName)
 	}
 
 	present, err := r.present(ctx, req.NamespacedName)
@@ -284,12 +321,69 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if !present && !r.remembered(req.NamespacedName) {
 		return reconcile.Result{}, nil // never ours here: admission creates it when a pod needs it
 	}
-	res, err := r.store.Sync(ctx, req.Namespace, inst)
-	if err != nil {
-		return r.failed(ns, inst, err)
+	if !t.id.IsWebhook() {
+		id, err := r.sas.Confirmed(ctx, req.Namespace, t.id.ServiceAccount)
+		switch {
+		case errors.Is(err, credentials.ErrNoRole), errors.Is(err, credentials.ErrBadRole):
+			return r.serviceAccountGone(ctx, ns, t, req.NamespacedName, err)
+		case err != nil:
+			return reconcile.Result{}, err // reading the ServiceAccount failed: the controller's rate limiter retries
+		}
+		t = newTarget(inst, id) // the role it names now
 	}
-	r.report(ns, inst, res)
-	return reconcile.Result{RequeueAfter: r.nextLook(inst, res)}, nil
+	res, err := r.store.sync(ctx, req.Namespace, t)
+	if err != nil {
+		return r.failed(ns, t, req.NamespacedName, err)
+	}
+	r.forgetRefusals(req.NamespacedName)
+	r.report(ns, t, res)
+	return reconcile.Result{RequeueAfter: r.nextLook(t, res)}, nil
+}
+
+// targetAt is the target of the Secret at key: that of the Secret in the
+// cache, else the one remembered when it was deleted, else (for an
+// instance's secretName) the instance's. ok is false for a Secret that is
+// none of this installation's targets.
+func (r *Refresher) targetAt(ctx context.Context, key types.NamespacedName) (target, bool, error) {
+	sec, err := r.store.cached(ctx, key)
+	if err != nil {
+		return target{}, false, fmt.Errorf("reading pull secret %s from cache: %w", key, err)
+	}
+	if sec != nil && r.store.owns(sec) {
+		if t, ok := r.targets.of(sec); ok {
+			return t, true, nil
+		}
+	}
+	r.mu.Lock()
+	t, ok := r.wanted[key]
+	r.mu.Unlock()
+	if ok {
+		return t, true, nil
+	}
+	if in, ok := r.targets.byName[key.Name]; ok {
+		return newTarget(in, credentials.Identity{}), true, nil
+	}
+	return target{}, false, nil
+}
+
+// serviceAccountGone deletes the Secret of a ServiceAccount that no longer
+// exists or names no (valid) role, and forgets it.
+func (r *Refresher) serviceAccountGone(ctx context.Context, ns *metav1.PartialObjectMetadata, t target, key types.NamespacedName, why error) (reconcile.Result, error) {
+	r.remember(key, nil)
+	r.forgetRefusals(key)
+	_, deleted, err := r.store.deleteOwned(ctx, key)
+	if err != nil {
+		r.metrics.LifecycleAction(t.inst.Name, metrics.LifecycleFailed)
+		return reconcile.Result{}, fmt.Errorf("pull secret %s: %w", key, err)
+	}
+	if deleted {
+		r.metrics.LifecycleAction(t.inst.Name, metrics.LifecycleDeleted)
+		r.log.Info("deleted pull secret of a ServiceAccount without a role", "namespace", ns.Name, "instance", t.inst.Name,
+			"secret", key.Name, "serviceAccount", t.id.ServiceAccount, "action", metrics.LifecycleDeleted, "reason", why.Error())
+		r.event(ns, corev1.EventTypeNormal, ReasonDeleted, eventActionDelete,
+			"deleted pull secret %s of instance %s: %v", key.Name, t.inst.Name, why)
+	}
+	return reconcile.Result{}, nil
 }
 
 // deleteRetired deletes this installation's managed Secret at key, whose
@@ -319,7 +413,7 @@ func (r *Refresher) deleteRetired(ctx context.Context, key types.NamespacedName)
 
 // instanceNamed returns the configured instance called name.
 func (r *Refresher) instanceNamed(name string) (config.Instance, bool) {
-	for _, in := range r.instances {
+	for _, in := range r.targets.byName {
 		if in.Name == name {
 			return in, true
 		}
@@ -329,22 +423,25 @@ func (r *Refresher) instanceNamed(name string) (config.Instance, bool) {
 
 // optedOut deletes the managed Secret of a namespace that no longer opts in
 // (when cleanup is on) and forgets it.
-func (r *Refresher) optedOut(ctx context.Context, ns *metav1.PartialObjectMetadata, inst config.Instance, key types.NamespacedName) (reconcile.Result, error) {
-	r.remember(key, false)
+func (r *Refresher) optedOut(ctx context.Context, ns *metav1.PartialObjectMetadata, t target, key types.NamespacedName) (reconcile.Result, error) {
+	r.remember(key, nil)
+	r.forgetRefusals(key)
 	if !r.cleanup {
 		return reconcile.Result{}, nil
 	}
-	deleted, err := r.store.Delete(ctx, ns.Name, inst)
+	inst := t.inst
+	_, deleted, err := r.store.deleteOwned(ctx, key)
 	if err != nil {
+		err = fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
 		r.metrics.LifecycleAction(inst.Name, metrics.LifecycleFailed)
 		return reconcile.Result{}, err // a conflict is retried by the controller's rate limiter
 	}
 	if deleted {
 		r.metrics.LifecycleAction(inst.Name, metrics.LifecycleDeleted)
 		r.log.Info("deleted pull secret of opted-out namespace", "namespace", ns.Name, "instance", inst.Name,
-			"secret", inst.SecretName, "action", metrics.LifecycleDeleted)
+			"secret", key.Name, "action", metrics.LifecycleDeleted)
 		r.event(ns, corev1.EventTypeNormal, ReasonDeleted, eventActionDelete,
-			"namespace no longer has label %s=%s: deleted pull secret %s of instance %s", r.nsKey, r.nsValue, inst.SecretName, inst.Name)
+			"namespace no longer has label %s=%s: deleted pull secret %s of instance %s", r.nsKey, r.nsValue, key.Name, inst.Name)
 	}
 	return reconcile.Result{}, nil
 }
@@ -352,13 +449,15 @@ func (r *Refresher) optedOut(ctx context.Context, ns *metav1.PartialObjectMetada
 // failed records a Sync failure and schedules the retry the token source's
 // or the Secret's write backoff allows. A Secret name held by a Secret we
 // do not manage is left alone until it changes.
-func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, inst config.Instance, err error) (reconcile.Result, error) {
+func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, t target, key types.NamespacedName, err error) (reconcile.Result, error) {
+	inst := t.inst
+	who := t.logValues(key)
 	if errors.Is(err, ErrForeignSecret) {
 		msg, kv := "pull secret name is taken by an unmanaged Secret; not touching it", []any{}
 		if conflict := (*InstallationConflictError)(nil); errors.As(err, &conflict) {
 			msg, kv = "pull secret name is taken by another installation's Secret; not touching it", []any{"owner", conflict.Installation}
 		}
-		r.log.Info(msg, append([]any{"namespace", ns.Name, "instance", inst.Name, "secret", inst.SecretName}, kv...)...)
+		r.log.Info(msg, append(append([]any{"namespace", ns.Name}, who...), kv...)...)
 		return reconcile.Result{}, nil
 	}
 	var werr *WriteError
@@ -367,38 +466,60 @@ func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, inst config.Instanc
 		// of a Secret whose writes fail, whoever made them.
 		after := max(werr.RetryAt.Sub(r.now()), minRetry)
 		if werr.Held {
-			r.log.V(1).Info("pull secret backing off after failed writes", "namespace", ns.Name,
-				"instance", inst.Name, "secret", inst.SecretName, "retryAt", formatTime(werr.RetryAt))
+			r.log.V(1).Info("pull secret backing off after failed writes", append(append([]any{"namespace", ns.Name}, who...),
+				"retryAt", formatTime(werr.RetryAt))...)
 			return reconcile.Result{RequeueAfter: after}, nil
 		}
 		r.metrics.LifecycleAction(inst.Name, metrics.LifecycleFailed)
-		r.log.Info("could not write pull secret", "namespace", ns.Name, "instance", inst.Name,
-			"secret", inst.SecretName, "action", metrics.LifecycleFailed, "retryAt", formatTime(werr.RetryAt),
-			"error", err.Error())
+		r.log.Info("could not write pull secret", append(append([]any{"namespace", ns.Name}, who...),
+			"action", metrics.LifecycleFailed, "retryAt", formatTime(werr.RetryAt), "error", err.Error())...)
 		r.event(ns, corev1.EventTypeWarning, ReasonWriteFailed, eventActionRefresh,
 			"could not write pull secret %s of instance %s (%d failed writes in a row; next attempt after %s): %v",
-			inst.SecretName, inst.Name, werr.Failures, formatTime(werr.RetryAt), werr.Err)
+			key.Name, inst.Name, werr.Failures, formatTime(werr.RetryAt), werr.Err)
 		return reconcile.Result{RequeueAfter: after}, nil
 	}
 	r.metrics.LifecycleAction(inst.Name, metrics.LifecycleFailed)
 	if !errors.Is(err, ErrNoToken) {
 		return reconcile.Result{}, err // an API error: the controller's rate limiter retries
 	}
-	r.log.Info("could not refresh pull secret", "namespace", ns.Name, "instance", inst.Name,
-		"secret", inst.SecretName, "action", metrics.LifecycleFailed, "error", err.Error())
+	r.log.Info("could not refresh pull secret", append(append([]any{"namespace", ns.Name}, who...),
+		"action", metrics.LifecycleFailed, "error", err.Error())...)
 	r.event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh,
-		"could not refresh pull secret %s of instance %s: %v", inst.SecretName, inst.Name, err)
-	return reconcile.Result{RequeueAfter: r.retryAfter(inst)}, nil
+		"could not refresh pull secret %s of instance %s%s: %v", key.Name, inst.Name, t.asWhom(), err)
+	after := r.retryAfter(t)
+	if !t.id.IsWebhook() && r.retry.LastError(r.key(t)) == nil {
+		// Not the role's exchange but this ServiceAccount's proof failed
+		// (its token, or STS refusing the role): the role's backoff does not
+		// pace it, its own does.
+		after = max(after, r.refusal(key))
+	}
+	return reconcile.Result{RequeueAfter: after}, nil
+}
+
+// refusal counts a failed proof of the Secret at key and returns the wait
+// before the next.
+func (r *Refresher) refusal(key types.NamespacedName) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refused[key]++
+	return r.proofs.Delay(r.refused[key])
+}
+
+func (r *Refresher) forgetRefusals(key types.NamespacedName) {
+	r.mu.Lock()
+	delete(r.refused, key)
+	r.mu.Unlock()
 }
 
 // report records what a successful Sync did.
-func (r *Refresher) report(ns *metav1.PartialObjectMetadata, inst config.Instance, res SyncResult) {
+func (r *Refresher) report(ns *metav1.PartialObjectMetadata, t target, res SyncResult) {
+	inst := t.inst
 	if res.Action == ActionReused {
-		if err := r.retry.LastError(r.key(inst)); err != nil && !r.now().Before(res.RefreshAt) {
+		if err := r.retry.LastError(r.key(t)); err != nil && !r.now().Before(res.RefreshAt) {
 			// Due for refresh, the mint failed, the Secret still works.
 			r.event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh,
-				"could not refresh pull secret %s of instance %s, which stays valid until %s: %v",
-				inst.SecretName, inst.Name, formatTime(res.ExpiresAt), err)
+				"could not refresh pull secret %s of instance %s%s, which stays valid until %s: %v",
+				t.name, inst.Name, t.asWhom(), formatTime(res.ExpiresAt), err)
 		}
 		return
 	}
@@ -407,29 +528,27 @@ func (r *Refresher) report(ns *metav1.PartialObjectMetadata, inst config.Instanc
 		reason, action = ReasonRestored, metrics.LifecycleRestored
 	}
 	r.metrics.LifecycleAction(inst.Name, action)
-	r.log.Info("wrote pull secret", "namespace", ns.Name, "instance", inst.Name, "secret", inst.SecretName,
-		"action", action, "expiresAt", formatTime(res.ExpiresAt))
+	r.log.Info("wrote pull secret", append(append([]any{"namespace", ns.Name}, t.logValues(types.NamespacedName{Name: t.name})...),
+		"action", action, "expiresAt", formatTime(res.ExpiresAt))...)
 	r.event(ns, corev1.EventTypeNormal, reason, eventActionRefresh,
-		"%s pull secret %s of instance %s; its token is valid until %s", action, inst.SecretName, inst.Name, formatTime(res.ExpiresAt))
+		"%s pull secret %s of instance %s%s; its token is valid until %s", action, t.name, inst.Name, t.asWhom(), formatTime(res.ExpiresAt))
 }
 
 // nextLook is when to reconcile a synced Secret again: just after its token's
 // refresh point, or, when the token source kept a due token because minting
 // fails, when it may mint again.
-func (r *Refresher) nextLook(inst config.Instance, res SyncResult) time.Duration {
+func (r *Refresher) nextLook(t target, res SyncResult) time.Duration {
 	if d := res.RefreshAt.Sub(r.now()); d > 0 {
 		return d + refreshSlack
 	}
-	return r.retryAfter(inst)
+	return r.retryAfter(t)
 }
 
-func (r *Refresher) retryAfter(inst config.Instance) time.Duration {
-	return max(r.retry.NextAttempt(r.key(inst)).Sub(r.now()), minRetry)
+func (r *Refresher) retryAfter(t target) time.Duration {
+	return max(r.retry.NextAttempt(r.key(t)).Sub(r.now()), minRetry)
 }
 
-func (r *Refresher) key(inst config.Instance) credentials.Key {
-	return r.store.key(newTarget(inst, credentials.Identity{}))
-}
+func (r *Refresher) key(t target) credentials.Key { return r.store.key(t) }
 
 func (r *Refresher) present(ctx context.Context, key types.NamespacedName) (bool, error) {
 	sec, err := r.store.cached(ctx, key)
@@ -439,12 +558,13 @@ func (r *Refresher) present(ctx context.Context, key types.NamespacedName) (bool
 	return sec != nil && r.store.owns(sec), nil
 }
 
-// remember records whether the Secret at key must be restored when missing.
-func (r *Refresher) remember(key types.NamespacedName, want bool) {
+// remember records the target of the Secret at key, to restore it when
+// missing; nil forgets it.
+func (r *Refresher) remember(key types.NamespacedName, t *target) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if want {
-		r.wanted[key] = true
+	if t != nil {
+		r.wanted[key] = *t
 	} else {
 		delete(r.wanted, key)
 	}
@@ -453,7 +573,8 @@ func (r *Refresher) remember(key types.NamespacedName, want bool) {
 func (r *Refresher) remembered(key types.NamespacedName) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.wanted[key]
+	_, ok := r.wanted[key]
+	return ok
 }
 
 // event records an Event on the namespace, stored in that namespace so that

@@ -189,7 +189,7 @@ func TestRefresherOnOptOut(t *testing.T) {
 			foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "team-registry", Namespace: ns}}
 			h := newRefresherHarness(t, cleanup, namespaceWith(map[string]string{"team": "a"}), foreign,
 				managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts))
-			h.r.remember(secretKey, true)
+			h.r.rememberDeleted(secretKey)
 
 			h.reconcile(t)
 
@@ -242,7 +242,7 @@ func TestRefresherIgnoresTerminatingNamespace(t *testing.T) {
 	terminating.DeletionTimestamp = &metav1.Time{Time: t0}
 	terminating.Finalizers = []string{"kubernetes"}
 	h := newRefresherHarness(t, true, terminating)
-	h.r.remember(secretKey, true)
+	h.r.rememberDeleted(secretKey)
 
 	h.reconcile(t)
 
@@ -257,7 +257,7 @@ func TestRefresherMapsNamespaceToCachedAndRememberedSecrets(t *testing.T) {
 	h := newRefresherHarness(t, true, namespaceWith(optedInLabels), other,
 		managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts))
 	remembered := types.NamespacedName{Namespace: ns, Name: "artifactory-pull"}
-	h.r.remember(types.NamespacedName{Namespace: "elsewhere", Name: "artifactory-pull"}, true)
+	h.r.rememberDeleted(types.NamespacedName{Namespace: "elsewhere", Name: "artifactory-pull"})
 
 	reqs := h.r.secretsOf(context.Background(), namespaceWith(nil))
 
@@ -272,8 +272,8 @@ func TestRefresherMapsNamespaceToCachedAndRememberedSecrets(t *testing.T) {
 func TestRefresherMapsNamespaceToARememberedSecretThatIsGone(t *testing.T) {
 	h := newRefresherHarness(t, true, namespaceWith(optedInLabels))
 	gone := types.NamespacedName{Namespace: ns, Name: "artifactory-pull"}
-	h.r.remember(gone, true)
-	h.r.remember(types.NamespacedName{Namespace: "elsewhere", Name: "artifactory-pull"}, true)
+	h.r.rememberDeleted(gone)
+	h.r.rememberDeleted(types.NamespacedName{Namespace: "elsewhere", Name: "artifactory-pull"})
 
 	reqs := h.r.secretsOf(context.Background(), namespaceWith(nil))
 
@@ -342,4 +342,11 @@ func TestRefresherDeletesManagedSecretsOfRetiredNames(t *testing.T) {
 	if e := <-rec.Events; !strings.HasPrefix(e, "Normal "+ReasonDeleted) || !strings.Contains(e, "retiredSecretNames") {
 		t.Errorf("event = %q, want %s naming retiredSecretNames", e, ReasonDeleted)
 	}
+}
+
+// rememberDeleted remembers the instance Secret at key as deleted, as its
+// delete event does.
+func (r *Refresher) rememberDeleted(key types.NamespacedName) {
+	t := newTarget(r.targets.byName[key.Name], credentials.Identity{})
+	r.remember(key, &t)
 }

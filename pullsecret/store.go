@@ -523,6 +523,9 @@ func (s *Store) update(ctx context.Context, w writer, key types.NamespacedName, 
 		for k, v := range desired.Annotations {
 			next.Annotations[k] = v
 		}
+		for k, v := range desired.Labels {
+			next.Labels[k] = v // next is managed: its labels are not nil
+		}
 		next.Data = desired.Data
 		next.StringData = nil
 		err := s.writer.Update(ctx, next)
@@ -591,14 +594,16 @@ func (s *Store) build(namespace string, t target, cred credentials.Credential) (
 		AnnotationExpiresAt:    formatTime(cred.Expiry),
 		AnnotationHosts:        hostsValue(t.inst.RegistryHosts),
 	}
+	labels := map[string]string{ManagedByLabel: ManagedByValue}
 	if !t.id.IsWebhook() {
 		a[AnnotationServiceAccount] = t.id.ServiceAccount
+		labels[LabelPerServiceAccount] = "true"
 	}
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        t.name,
 			Namespace:   namespace,
-			Labels:      map[string]string{ManagedByLabel: ManagedByValue},
+			Labels:      labels,
 			Annotations: a,
 		},
 		Type: corev1.SecretTypeDockerConfigJson,
@@ -692,3 +697,26 @@ func (s *Store) owns(obj metav1.Object) bool {
 func hostsValue(hosts []string) string { return strings.Join(hosts, ",") }
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// logValues name t's Secret at key in log lines: instance, Secret, and for
+// a ServiceAccount's identity the ServiceAccount and role.
+func (t target) logValues(key types.NamespacedName) []any {
+	name := key.Name
+	if name == "" {
+		name = t.name
+	}
+	kv := []any{"instance", t.inst.Name, "secret", name}
+	if !t.id.IsWebhook() {
+		kv = append(kv, "serviceAccount", t.id.ServiceAccount, "role", t.id.RoleARN)
+	}
+	return kv
+}
+
+// asWhom is " as ServiceAccount <name> (role <arn>)" for a ServiceAccount's
+// identity and "" for the webhook's, for Events and warnings.
+func (t target) asWhom() string {
+	if t.id.IsWebhook() {
+		return ""
+	}
+	return fmt.Sprintf(" as ServiceAccount %s (role %s)", t.id.ServiceAccount, t.id.RoleARN)
+}

@@ -42,7 +42,11 @@ func (s *Store) Sync(ctx context.Context, namespace string, inst config.Instance
 
 // SyncAs is Sync for id's Secret of inst (SecretName).
 func (s *Store) SyncAs(ctx context.Context, namespace string, inst config.Instance, id credentials.Identity) (SyncResult, error) {
-	t := newTarget(inst, id)
+	return s.sync(ctx, namespace, newTarget(inst, id))
+}
+
+func (s *Store) sync(ctx context.Context, namespace string, t target) (SyncResult, error) {
+	inst, id := t.inst, t.id
 	key := types.NamespacedName{Namespace: namespace, Name: t.name}
 	var res SyncResult
 	cur, err := s.cached(ctx, key)

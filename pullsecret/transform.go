@@ -23,6 +23,10 @@ const annotationPrefix = "artifactory-pull-webhook/"
 // all of them: the cache never mutates it and its readers get deep copies.
 var managedLabels = map[string]string{ManagedByLabel: ManagedByValue}
 
+// perServiceAccountLabels is the label set of cached Secrets of a
+// ServiceAccount's identity, shared likewise.
+var perServiceAccountLabels = map[string]string{ManagedByLabel: ManagedByValue, LabelPerServiceAccount: "true"}
+
 // cachedAnnotations are the annotations a cached Secret keeps, in the order
 // of annotationValues.
 var cachedAnnotations = [...]string{AnnotationInstallation, AnnotationInstance, AnnotationIdentity, AnnotationFingerprint, AnnotationIssuedAt, AnnotationExpiresAt,
@@ -36,7 +40,8 @@ const maxSharedAnnotationSets = 256
 
 // SecretTransform returns the informer transform (cache.TransformFunc) for
 // managed Secrets. It keeps what the Store and the Refresher read: name,
-// namespace, UID, resourceVersion, type, the managed-by label and the
+// namespace, UID, resourceVersion, type, the managed-by and
+// per-service-account labels and the
 // artifactory-pull-webhook/* annotations; the data is replaced by its
 // digest in AnnotationDataSHA256. Everything else, the token above all, is
 // dropped, which keeps the cache small (the data holds the token once per
@@ -86,6 +91,9 @@ func SecretTransform() func(any) (any, error) {
 		}
 		if isManaged(sec) {
 			out.Labels = managedLabels
+			if sec.Labels[LabelPerServiceAccount] == "true" {
+				out.Labels = perServiceAccountLabels
+			}
 		}
 		// Idempotent, as client-go recommends: an already reduced Secret
 		// keeps its digest. (A digest set by hand on a Secret without data

@@ -11,6 +11,10 @@ import (
 const (
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	ManagedByValue = "artifactory-pull-webhook"
+	// LabelPerServiceAccount ("true") marks the Secrets of a
+	// ServiceAccount's identity, whose names are not known in advance: the
+	// webhook watches them through an informer selected by it.
+	LabelPerServiceAccount = "artifactory-pull-webhook/per-service-account"
 	// AnnotationInstance names the configured instance the Secret is for.
 	AnnotationInstance = "artifactory-pull-webhook/instance"
 	// AnnotationIdentity names the AWS identity the token was minted for.

@@ -7,6 +7,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
 
@@ -51,6 +52,6 @@ func BenchmarkHandleWarm(b *testing.B) {
 // measures the handler alone.
 type instantSecrets struct{}
 
-func (instantSecrets) Ensure(_ context.Context, _ string, inst config.Instance, _ bool) (pullsecret.Result, error) {
+func (instantSecrets) EnsureAs(_ context.Context, _ string, inst config.Instance, _ credentials.Identity, _ bool) (pullsecret.Result, error) {
 	return pullsecret.Result{SecretName: inst.SecretName, Action: pullsecret.ActionReused}, nil
 }

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
@@ -50,6 +51,7 @@ func testConfig(t testing.TB) *config.Config {
 type ensureCall struct {
 	namespace, instance string
 	dryRun              bool
+	id                  credentials.Identity
 }
 
 // fakeSecrets records calls and answers with the instance's SecretName, or
@@ -60,14 +62,14 @@ type fakeSecrets struct {
 	ensure func(ctx context.Context, inst config.Instance) (pullsecret.Result, error)
 }
 
-func (f *fakeSecrets) Ensure(ctx context.Context, namespace string, inst config.Instance, dryRun bool) (pullsecret.Result, error) {
+func (f *fakeSecrets) EnsureAs(ctx context.Context, namespace string, inst config.Instance, id credentials.Identity, dryRun bool) (pullsecret.Result, error) {
 	f.mu.Lock()
-	f.calls = append(f.calls, ensureCall{namespace, inst.Name, dryRun})
+	f.calls = append(f.calls, ensureCall{namespace, inst.Name, dryRun, id})
 	f.mu.Unlock()
 	if f.ensure != nil {
 		return f.ensure(ctx, inst)
 	}
-	return pullsecret.Result{SecretName: inst.SecretName, Action: pullsecret.ActionReused}, nil
+	return pullsecret.Result{SecretName: pullsecret.SecretName(inst, id), Action: pullsecret.ActionReused}, nil
 }
 
 func (f *fakeSecrets) Calls() []ensureCall {

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,14 +18,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
 
-// Secrets provides the pull Secret of an instance in a namespace, writing it
-// when needed (not when dryRun). Implemented by pullsecret.
+// Secrets provides the pull Secret of an instance in a namespace holding
+// id's token, writing it when needed (not when dryRun). Implemented by
+// pullsecret.
 type Secrets interface {
-	Ensure(ctx context.Context, namespace string, inst config.Instance, dryRun bool) (pullsecret.Result, error)
+	EnsureAs(ctx context.Context, namespace string, inst config.Instance, id credentials.Identity, dryRun bool) (pullsecret.Result, error)
+}
+
+// ServiceAccounts resolves the identity of a pod's ServiceAccount
+// (pullsecret.ServiceAccounts): an error wrapping credentials.ErrNoRole
+// when it names no role or does not exist.
+type ServiceAccounts interface {
+	Identity(ctx context.Context, namespace, name string) (credentials.Identity, error)
 }
 
 // Event reason and action recorded on the Namespace when a pod is admitted
@@ -46,6 +56,9 @@ type Options struct {
 	// namespace yet (a namespace created just before its first pod).
 	APIReader client.Reader
 	Secrets   Secrets
+	// ServiceAccounts is required when an instance has identity
+	// serviceAccount.
+	ServiceAccounts ServiceAccounts
 	// Recorder, when set, records a Warning Event on the Namespace when a
 	// pod is admitted without a pull secret because Ensure failed.
 	Recorder events.EventRecorder
@@ -64,6 +77,7 @@ type Handler struct {
 	namespaces     client.Reader
 	apiReader      client.Reader
 	secrets        Secrets
+	sas            ServiceAccounts
 	recorder       events.EventRecorder
 	metrics        *metrics.Metrics
 	log            logr.Logger
@@ -80,6 +94,8 @@ func NewHandler(o Options) (*Handler, error) {
 		return nil, errors.New("webhook: Options.Namespaces is required")
 	case o.Secrets == nil:
 		return nil, errors.New("webhook: Options.Secrets is required")
+	case o.Config.PerServiceAccount() && o.ServiceAccounts == nil:
+		return nil, errors.New("webhook: Options.ServiceAccounts is required for instances with identity serviceAccount")
 	case o.Config.RequestTimeout.Duration <= 0:
 		return nil, fmt.Errorf("webhook: requestTimeout must be positive, got %s", o.Config.RequestTimeout)
 	}
@@ -102,6 +118,7 @@ func NewHandler(o Options) (*Handler, error) {
 		namespaces:  o.Namespaces,
 		apiReader:   o.APIReader,
 		secrets:     o.Secrets,
+		sas:         o.ServiceAccounts,
 		recorder:    o.Recorder,
 		metrics:     o.Metrics,
 		log:         o.Log,
@@ -182,7 +199,7 @@ func (h *Handler) review(ctx context.Context, req admission.Request, d *decision
 
 	// 5. Secrets, one per matched instance.
 	d.dryRun = req.DryRun != nil && *req.DryRun
-	names, failed := h.pullSecrets(ctx, ns, matched, d, &warnings)
+	names, failed := h.pullSecrets(ctx, ns, p.Spec.ServiceAccountName, matched, d, &warnings)
 
 	// 6. Patch.
 	ops := p.pullSecretPatch(names)
@@ -193,12 +210,19 @@ func (h *Handler) review(ctx context.Context, req admission.Request, d *decision
 	return admission.Patched("", ops...).WithWarnings(cleanWarnings(warnings)...)
 }
 
-// pullSecrets ensures the Secret of each matched instance and returns the
-// names to reference, in config order. A failed instance adds a warning
-// (and an Event unless the Secret is foreign) and sets failed.
-func (h *Handler) pullSecrets(ctx context.Context, ns *metav1.PartialObjectMetadata, matched []int, d *decision, warnings *[]string) (names []string, failed bool) {
-	for _, r := range h.ensureAll(ctx, d.namespace, matched, d.dryRun) {
+// pullSecrets ensures the Secret of each matched instance, as the identity
+// the instance uses for the pod's ServiceAccount (serviceAccount, "" is
+// "default"), and returns the names to reference, in config order. A failed
+// instance adds a warning (and an Event unless the Secret is foreign, or
+// the ServiceAccount names no role) and sets failed.
+func (h *Handler) pullSecrets(ctx context.Context, ns *metav1.PartialObjectMetadata, serviceAccount string, matched []int, d *decision, warnings *[]string) (names []string, failed bool) {
+	jobs := h.identities(ctx, d.namespace, serviceAccount, matched, d, warnings)
+	if len(jobs) < len(matched) {
+		failed = true
+	}
+	for _, r := range h.ensureAll(ctx, d.namespace, jobs, d.dryRun) {
 		inst := h.instances[r.instance]
+		secretName := cmp.Or(r.result.SecretName, inst.SecretName)
 		switch {
 		case errors.Is(r.err, pullsecret.ErrForeignSecret):
 			failed, d.err = true, errors.Join(d.err, r.err)
@@ -206,15 +230,15 @@ func (h *Handler) pullSecrets(ctx context.Context, ns *metav1.PartialObjectMetad
 			if errors.As(r.err, &conflict) {
 				*warnings = append(*warnings, fmt.Sprintf("%sthe Secret named %q in namespace %q belongs to another installation of the webhook (%q); "+
 					"no pull secret added for instance %s: give this instance another secretName, "+
-					"or opt the namespace in to one installation only", warnPrefix, inst.SecretName, d.namespace, conflict.Installation, inst.Name))
+					"or opt the namespace in to one installation only", warnPrefix, secretName, d.namespace, conflict.Installation, inst.Name))
 				break
 			}
 			*warnings = append(*warnings, fmt.Sprintf("%sa Secret named %q exists in namespace %q that the webhook does not manage; no pull secret added for instance %s",
-				warnPrefix, inst.SecretName, d.namespace, inst.Name))
+				warnPrefix, secretName, d.namespace, inst.Name))
 		case r.err != nil:
 			failed, d.err = true, errors.Join(d.err, r.err)
-			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s: %v", warnPrefix, inst.Name, r.err))
-			h.recordFailure(ns, inst.Name, r.err)
+			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s%s: %v", warnPrefix, inst.Name, asWhom(r.id), r.err))
+			h.recordFailure(ns, inst.Name+asWhom(r.id), r.err)
 		default:
 			names = append(names, r.result.SecretName)
 			if r.result.Warning != "" {
@@ -297,32 +321,93 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
+// job is one instance's Secret to ensure, as one identity.
+type job struct {
+	instance int
+	id       credentials.Identity
+}
+
+// identities returns the Secret to ensure for each matched instance: as the
+// webhook's identity, or for an instance with identity serviceAccount as the
+// pod's ServiceAccount's, resolved once per pod. An instance whose
+// ServiceAccount names no role falls back to the webhook's identity when
+// configured so; otherwise it gets no job, and a warning that says what is
+// missing.
+func (h *Handler) identities(ctx context.Context, namespace, serviceAccount string, matched []int, d *decision, warnings *[]string) []job {
+	if serviceAccount == "" {
+		serviceAccount = "default"
+	}
+	var (
+		resolved bool
+		id       credentials.Identity
+		err      error
+	)
+	jobs := make([]job, 0, len(matched))
+	for _, i := range matched {
+		inst := h.instances[i]
+		if !inst.PerServiceAccount() {
+			jobs = append(jobs, job{instance: i})
+			continue
+		}
+		if !resolved {
+			id, err = h.sas.Identity(ctx, namespace, serviceAccount)
+			resolved = true
+		}
+		switch {
+		case err == nil:
+			jobs = append(jobs, job{instance: i, id: id})
+		case errors.Is(err, credentials.ErrNoRole) && inst.Fallback == config.FallbackWebhook:
+			jobs = append(jobs, job{instance: i})
+		case errors.Is(err, credentials.ErrNoRole), errors.Is(err, credentials.ErrBadRole):
+			d.err = errors.Join(d.err, err)
+			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s, which pulls as the pod's ServiceAccount: %v; "+
+				"annotate ServiceAccount %s with %s: <IAM role ARN>, or set the instance's fallback: webhook",
+				warnPrefix, inst.Name, err, serviceAccount, config.RoleARNAnnotation))
+		default:
+			d.err = errors.Join(d.err, err)
+			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s: could not read ServiceAccount %s: %v",
+				warnPrefix, inst.Name, serviceAccount, err))
+		}
+	}
+	return jobs
+}
+
+// asWhom is " as ServiceAccount <name> (role <arn>)" for a ServiceAccount's
+// identity, "" for the webhook's.
+func asWhom(id credentials.Identity) string {
+	if id.IsWebhook() {
+		return ""
+	}
+	return fmt.Sprintf(" as ServiceAccount %s (role %s)", id.ServiceAccount, id.RoleARN)
+}
+
 type ensured struct {
 	pos      int
 	instance int
+	id       credentials.Identity
 	result   pullsecret.Result
 	err      error
 }
 
-// ensureAll asks Secrets for every matched instance concurrently and returns
-// the results in the order of matched. It returns by the context's deadline
-// even if an Ensure call ignores the context; unfinished calls then report a
+// ensureAll asks Secrets for every job concurrently and returns the
+// results in the order of jobs. It returns by the context's deadline even
+// if an Ensure call ignores the context; unfinished calls then report a
 // timeout.
-func (h *Handler) ensureAll(ctx context.Context, namespace string, matched []int, dryRun bool) []ensured {
-	ch := make(chan ensured, len(matched)) // buffered: late results never block
-	for pos, i := range matched {
-		go func() { ch <- h.ensure(ctx, pos, i, namespace, dryRun) }()
+func (h *Handler) ensureAll(ctx context.Context, namespace string, jobs []job, dryRun bool) []ensured {
+	ch := make(chan ensured, len(jobs)) // buffered: late results never block
+	for pos, j := range jobs {
+		go func() { ch <- h.ensure(ctx, pos, j, namespace, dryRun) }()
 	}
-	out := make([]ensured, len(matched))
-	done := make([]bool, len(matched))
-	for range matched {
+	out := make([]ensured, len(jobs))
+	done := make([]bool, len(jobs))
+	for range jobs {
 		select {
 		case r := <-ch:
 			out[r.pos], done[r.pos] = r, true
 		case <-ctx.Done():
-			for pos, i := range matched {
+			for pos, j := range jobs {
 				if !done[pos] {
-					out[pos] = ensured{pos: pos, instance: i,
+					out[pos] = ensured{pos: pos, instance: j.instance, id: j.id,
 						err: fmt.Errorf("timed out after %s: %w", h.timeout, ctx.Err())}
 				}
 			}
@@ -332,11 +417,11 @@ func (h *Handler) ensureAll(ctx context.Context, namespace string, matched []int
 	return out
 }
 
-// ensure calls Secrets.Ensure, turning a panic into an error: it runs on its
-// own goroutine, out of reach of Handle's recover.
-func (h *Handler) ensure(ctx context.Context, pos, i int, namespace string, dryRun bool) (r ensured) {
-	r = ensured{pos: pos, instance: i}
-	inst := h.instances[i]
+// ensure calls Secrets.EnsureAs, turning a panic into an error: it runs on
+// its own goroutine, out of reach of Handle's recover.
+func (h *Handler) ensure(ctx context.Context, pos int, j job, namespace string, dryRun bool) (r ensured) {
+	r = ensured{pos: pos, instance: j.instance, id: j.id}
+	inst := h.instances[j.instance]
 	defer func() {
 		if p := recover(); p != nil {
 			h.log.Error(fmt.Errorf("panic: %v", p), "Ensuring the pull secret panicked",
@@ -344,7 +429,7 @@ func (h *Handler) ensure(ctx context.Context, pos, i int, namespace string, dryR
 			r.err = errors.New("internal error while ensuring the pull secret")
 		}
 	}()
-	r.result, r.err = h.secrets.Ensure(ctx, namespace, inst, dryRun)
+	r.result, r.err = h.secrets.EnsureAs(ctx, namespace, inst, j.id, dryRun)
 	if r.err == nil && r.result.SecretName == "" {
 		r.err = errors.New("no Secret name returned")
 	}

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
 
@@ -27,7 +28,7 @@ type namespaceCheckingSecrets struct {
 	want string
 }
 
-func (s *namespaceCheckingSecrets) Ensure(_ context.Context, namespace string, inst config.Instance, _ bool) (pullsecret.Result, error) {
+func (s *namespaceCheckingSecrets) EnsureAs(_ context.Context, namespace string, inst config.Instance, _ credentials.Identity, _ bool) (pullsecret.Result, error) {
 	if namespace != s.want {
 		s.t.Errorf("Ensure called for namespace %q while serving a request for %q", namespace, s.want)
 	}

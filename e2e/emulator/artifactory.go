@@ -79,6 +79,7 @@ type Artifactory struct {
 	mu        sync.Mutex
 	mappings  map[string]string
 	tokens    map[string]accessToken // by access token value
+	repoPerms map[string][]string    // SetRepositoryPermissions, by username; absent: every repository
 	attempts  int
 	exchanges int
 	down      bool
@@ -101,12 +102,13 @@ func NewArtifactory(o ArtifactoryOptions) (*Artifactory, error) {
 		return nil, fmt.Errorf("artifactory emulator: generating registry token key: %w", err)
 	}
 	a := &Artifactory{
-		opts:     o,
-		replay:   &http.Client{Timeout: 10 * time.Second},
-		key:      key,
-		keyID:    "artifactory-emulator-" + randomHex(4),
-		mappings: map[string]string{},
-		tokens:   map[string]accessToken{},
+		opts:      o,
+		replay:    &http.Client{Timeout: 10 * time.Second},
+		key:       key,
+		keyID:     "artifactory-emulator-" + randomHex(4),
+		mappings:  map[string]string{},
+		tokens:    map[string]accessToken{},
+		repoPerms: map[string][]string{},
 	}
 	for role, user := range o.Mappings {
 		a.mappings[role] = user
@@ -218,6 +220,59 @@ func (a *Artifactory) RemoveMapping(roleArn string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.mappings, roleArn)
+}
+
+// SetRepositoryPermissions restricts what the Docker token realm grants username to the repositories
+// repos names, as an Artifactory permission target does: each is a repository name matched exactly
+// ("team/app"), or a name ending in "/*" matching every repository under that prefix at any depth
+// ("team/*" covers "team/app" and "team/x/y", not "team" or "teams/app"). A scope for any other
+// repository is not granted: the realm still answers a token, without that scope's actions, and the
+// registry then refuses the pull. No repos leaves username no repository at all. The restriction
+// applies to every action, so set for the admin it limits pushes too; tokens already issued by the
+// realm keep their grants until they expire. Without a call (or after ClearRepositoryPermissions)
+// a user may pull, and the admin push to, any repository. It panics on a pattern with any other '*'
+// or an empty one: that is a test-setup bug.
+func (a *Artifactory) SetRepositoryPermissions(username string, repos ...string) {
+	for _, r := range repos {
+		base, prefix := strings.CutSuffix(r, "/*")
+		if base == "" || strings.Contains(base, "*") || (!prefix && strings.HasSuffix(base, "/")) {
+			panic(fmt.Sprintf("artifactory emulator: repository pattern %q is neither a repository name nor <prefix>/*", r))
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.repoPerms[username] = append([]string{}, repos...)
+}
+
+// ClearRepositoryPermissions lifts SetRepositoryPermissions' restriction from username: it may pull
+// (and the admin push to) any repository again.
+func (a *Artifactory) ClearRepositoryPermissions(username string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.repoPerms, username)
+}
+
+// repositoryPermits is the realm's repository check for username: nil when it may use every
+// repository, else whether a repository name is among its permissions.
+func (a *Artifactory) repositoryPermits(username string) func(repo string) bool {
+	a.mu.Lock()
+	patterns, restricted := a.repoPerms[username]
+	a.mu.Unlock()
+	if !restricted {
+		return nil
+	}
+	return func(repo string) bool {
+		for _, p := range patterns {
+			if prefix, ok := strings.CutSuffix(p, "*"); ok {
+				if strings.HasPrefix(repo, prefix) && len(repo) > len(prefix) {
+					return true
+				}
+			} else if repo == p {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 func (a *Artifactory) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -441,7 +496,7 @@ func (a *Artifactory) registryToken(w http.ResponseWriter, r *http.Request) {
 			IssuedAt:  jwt.NewNumericDate(now),
 			ID:        randomHex(16),
 		},
-		Access: grantedAccess(r.URL.Query()["scope"], allowed),
+		Access: grantedAccess(r.URL.Query()["scope"], allowed, a.repositoryPermits(user)),
 	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: a.key, KeyID: a.keyID}},
 		(&jose.SignerOptions{}).WithType("JWT"))
@@ -490,8 +545,9 @@ type resourceActions struct {
 }
 
 // grantedAccess intersects requested scopes ("repository:<name>:pull,push", several per parameter
-// separated by spaces) with the allowed actions; other resource types are never granted.
-func grantedAccess(scopes []string, allowed map[string]bool) []resourceActions {
+// separated by spaces) with the allowed actions, and grants no action on a repository permits
+// (unless nil) refuses; other resource types are never granted.
+func grantedAccess(scopes []string, allowed map[string]bool, permits func(repo string) bool) []resourceActions {
 	granted := []resourceActions{}
 	for _, param := range scopes {
 		for _, scope := range strings.Fields(param) {
@@ -501,8 +557,9 @@ func grantedAccess(scopes []string, allowed map[string]bool) []resourceActions {
 				continue
 			}
 			ra := resourceActions{Type: typ, Name: rest[:i], Actions: []string{}}
+			permitted := permits == nil || permits(ra.Name)
 			for _, action := range strings.Split(rest[i+1:], ",") {
-				if allowed[action] {
+				if permitted && allowed[action] {
 					ra.Actions = append(ra.Actions, action)
 				}
 			}

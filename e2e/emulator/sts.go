@@ -42,6 +42,16 @@ var (
 	stsHostRE         = regexp.MustCompile(`^sts(?:\.([a-z0-9-]+))?\.amazonaws\.com(?:\.cn)?$`)
 	roleSessionNameRE = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
 	roleARNRE         = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov):iam::(\d{12}):role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})$`)
+	roleSessionCharRE = regexp.MustCompile(`^[\w+=,.@-]*$`)
+	externalIDCharRE  = regexp.MustCompile(`^[\w+=,.@:/-]*$`)
+)
+
+// DurationSeconds bounds, in seconds. STS caps a session assumed with another role's session
+// credentials (role chaining) at one hour, whatever the target role's MaxSessionDuration.
+const (
+	minSessionSeconds     = 900
+	maxSessionSeconds     = 43200
+	maxChainedSessionSecs = 3600
 )
 
 // STSOptions configures the STS emulator.
@@ -64,6 +74,8 @@ type Creds struct {
 	SecretAccessKey string
 	SessionToken    string
 	Expiration      time.Time
+	// RoleARN is the IAM role the session is of (arn:<partition>:iam::<account>:role/[<path>/]<role>).
+	RoleARN string
 	// AssumedRoleARN is arn:<partition>:sts::<account>:assumed-role/<role>/<session>.
 	AssumedRoleARN string
 	Account        string
@@ -77,7 +89,8 @@ type STS struct {
 	srv  *httptest.Server
 
 	mu       sync.Mutex
-	sessions map[string]Creds // by access key id
+	sessions map[string]Creds           // by access key id
+	assume   map[string]assumeRoleTrust // AssumeRole trust policies, by target role ARN
 	deny     bool
 	skew     time.Duration
 }
@@ -90,7 +103,7 @@ func NewSTS(o STSOptions) *STS {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &STS{opts: o, sessions: map[string]Creds{}}
+	s := &STS{opts: o, sessions: map[string]Creds{}, assume: map[string]assumeRoleTrust{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
 	return s
 }
@@ -125,8 +138,8 @@ func (s *STS) IssueCredentials(roleArn, session string, ttl time.Duration) Creds
 	return c
 }
 
-// IssuedCredentials returns every session STS has issued (directly or
-// through AssumeRoleWithWebIdentity), so that tests can prove no secret key
+// IssuedCredentials returns every session STS has issued (directly, through
+// AssumeRoleWithWebIdentity or through AssumeRole), so that tests can prove no secret key
 // or session token leaks into logs, metrics or events.
 func (s *STS) IssuedCredentials() []Creds {
 	s.mu.Lock()
@@ -155,6 +168,7 @@ func (s *STS) issue(roleArn, session string, ttl time.Duration) (Creds, error) {
 		SecretAccessKey: randomBase64(30),
 		SessionToken:    randomBase64(120),
 		Expiration:      s.now().Add(ttl).UTC().Truncate(time.Second),
+		RoleARN:         roleArn,
 		AssumedRoleARN:  fmt.Sprintf("arn:%s:sts::%s:assumed-role/%s/%s", partition, account, role, session),
 		Account:         account,
 		UserID:          roleID(roleArn) + ":" + session,
@@ -205,6 +219,8 @@ func (s *STS) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		switch action := params.Get("Action"); action {
 		case "AssumeRoleWithWebIdentity":
 			resp, err = s.assumeRoleWithWebIdentity(r.Context(), params)
+		case "AssumeRole":
+			resp, err = s.assumeRole(r, body, params)
 		case "GetCallerIdentity":
 			resp, err = s.getCallerIdentity(r, body)
 		default:
@@ -467,16 +483,35 @@ type getCallerIdentityResponse struct {
 }
 
 func (s *STS) getCallerIdentity(r *http.Request, body []byte) (any, error) {
+	caller, err := s.authenticateSigned(r, body)
+	if err != nil {
+		return nil, err
+	}
+	var resp getCallerIdentityResponse
+	resp.Xmlns = stsNamespace
+	resp.Result.Arn = caller.AssumedRoleARN
+	resp.Result.UserID = caller.UserID
+	resp.Result.Account = caller.Account
+	resp.RequestID = requestID()
+	return resp, nil
+}
+
+// authenticateSigned verifies r's SigV4 or SigV4A signature as STS does for its signed actions
+// (credential scope service sts and the endpoint's region, X-Amz-Date within five minutes, a known
+// and unexpired access key, its session token) and returns the calling session. Failures are the
+// 403 answers STS gives: MissingAuthenticationToken, IncompleteSignature, InvalidClientTokenId,
+// ExpiredToken or SignatureDoesNotMatch.
+func (s *STS) authenticateSigned(r *http.Request, body []byte) (Creds, error) {
 	if r.Header.Get("Authorization") == "" {
-		return nil, senderError(http.StatusForbidden, "MissingAuthenticationToken", "Request is missing Authentication Token")
+		return Creds{}, senderError(http.StatusForbidden, "MissingAuthenticationToken", "Request is missing Authentication Token")
 	}
 	now := s.now()
 	signedAt, err := time.Parse(amzDateLayout, r.Header.Get("X-Amz-Date"))
 	if err != nil {
-		return nil, senderError(http.StatusForbidden, "IncompleteSignature", "X-Amz-Date header is missing or malformed")
+		return Creds{}, senderError(http.StatusForbidden, "IncompleteSignature", "X-Amz-Date header is missing or malformed")
 	}
 	if d := now.Sub(signedAt); d > maxClockSkew || d < -maxClockSkew {
-		return nil, senderError(http.StatusForbidden, "SignatureDoesNotMatch", "Signature expired: %s is now earlier than %s",
+		return Creds{}, senderError(http.StatusForbidden, "SignatureDoesNotMatch", "Signature expired: %s is now earlier than %s",
 			signedAt.Format(amzDateLayout), now.Add(-maxClockSkew).UTC().Format(amzDateLayout))
 	}
 
@@ -503,24 +538,18 @@ func (s *STS) getCallerIdentity(r *http.Request, body []byte) (any, error) {
 		var scope *awssig.ScopeError
 		switch {
 		case errors.As(err, &scope):
-			return nil, senderError(http.StatusForbidden, "SignatureDoesNotMatch", "%s", scope.Message)
+			return Creds{}, senderError(http.StatusForbidden, "SignatureDoesNotMatch", "%s", scope.Message)
 		case unknown:
-			return nil, senderError(http.StatusForbidden, "InvalidClientTokenId", "The security token included in the request is invalid.")
+			return Creds{}, senderError(http.StatusForbidden, "InvalidClientTokenId", "The security token included in the request is invalid.")
 		case expired:
-			return nil, senderError(http.StatusForbidden, "ExpiredToken", "The security token included in the request is expired")
+			return Creds{}, senderError(http.StatusForbidden, "ExpiredToken", "The security token included in the request is expired")
 		case r.Header.Get("X-Amz-Security-Token") != caller.SessionToken:
-			return nil, senderError(http.StatusForbidden, "InvalidClientTokenId", "The security token included in the request is invalid.")
+			return Creds{}, senderError(http.StatusForbidden, "InvalidClientTokenId", "The security token included in the request is invalid.")
 		}
-		return nil, senderError(http.StatusForbidden, "SignatureDoesNotMatch",
+		return Creds{}, senderError(http.StatusForbidden, "SignatureDoesNotMatch",
 			"The request signature we calculated does not match the signature you provided: %v", err)
 	}
-	var resp getCallerIdentityResponse
-	resp.Xmlns = stsNamespace
-	resp.Result.Arn = caller.AssumedRoleARN
-	resp.Result.UserID = caller.UserID
-	resp.Result.Account = caller.Account
-	resp.RequestID = requestID()
-	return resp, nil
+	return caller, nil
 }
 
 // endpointRegion is the region of the STS endpoint a request was sent to, by

@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
 )
 
 // Identity says whose AWS credentials sign an exchange: the webhook's own
@@ -85,6 +87,9 @@ type ServiceAccountTokens func(ctx context.Context, namespace, name string) (str
 // trust policy names it), which must hold before the role's shared
 // Artifactory token is handed to it (Prove), and they sign the exchange.
 type RoleCredentials struct {
+	// Metrics, when set, counts the role assumptions.
+	Metrics *metrics.Metrics
+
 	sts    *sts.Client
 	tokens ServiceAccountTokens
 	now    func() time.Time
@@ -148,6 +153,14 @@ func (r *RoleCredentials) credentials(ctx context.Context, id Identity) (aws.Cre
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), proofTimeout)
 		defer cancel()
 		c, err := r.retrieve(pctx, id)
+		switch {
+		case err == nil:
+			r.Metrics.RoleAssumption(id.RoleARN, "success")
+		case refused(err):
+			r.Metrics.RoleAssumption(id.RoleARN, metrics.RoleRefused)
+		default:
+			r.Metrics.RoleAssumption(id.RoleARN, metrics.RoleError)
+		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		now := r.now()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -173,6 +175,8 @@ func TestProveIsPerServiceAccountAndLastsAsLongAsItsCredentials(t *testing.T) {
 	}
 	now := time.Date(2029, 12, 31, 0, 0, 0, 0, time.UTC) // kept until now + 1h (the fake says 2030)
 	roles.now = func() time.Time { return now }
+	reg := prometheus.NewRegistry()
+	roles.Metrics = metrics.New(reg)
 	api := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}
 	worker := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "worker"}
 	ctx := context.Background()
@@ -210,6 +214,19 @@ func TestProveIsPerServiceAccountAndLastsAsLongAsItsCredentials(t *testing.T) {
 	before := stsFake.count()
 	if err := roles.Prove(ctx, api); err != nil || stsFake.count() != before+1 {
 		t.Errorf("proof after a refusal: %v, %d new STS calls; want a new proof, not the refused one kept", err, stsFake.count()-before)
+	}
+	// Every STS call counted once, the role named on success only.
+	for _, c := range []struct {
+		role, result string
+		want         float64
+	}{{teamARole, "success", 3}, {metrics.RoleUnproven, metrics.RoleError, 1}, {metrics.RoleUnproven, metrics.RoleRefused, 1}} {
+		m := findMetric(t, reg, "artifactory_pull_role_assumptions_total", map[string]string{"role": c.role, "result": c.result})
+		if m == nil || m.GetCounter().GetValue() != c.want {
+			t.Errorf("role_assumptions_total{role=%q,result=%q} = %v, want %v", c.role, c.result, m.GetCounter().GetValue(), c.want)
+		}
+	}
+	if m := findMetric(t, reg, "artifactory_pull_role_assumptions_total", map[string]string{"role": teamARole, "result": metrics.RoleRefused}); m != nil {
+		t.Error("a refused role is named in a label: annotations could add series at will")
 	}
 }
 

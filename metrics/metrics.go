@@ -38,6 +38,7 @@ type Metrics struct {
 	backoffSkips      *prometheus.CounterVec
 	adoptions         *prometheus.CounterVec
 	lifecycle         *prometheus.CounterVec
+	roleProofs        *prometheus.CounterVec
 }
 
 // Actions of the Secret refresher (label "action" of lifecycle_actions_total).
@@ -92,6 +93,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "artifactory_pull_token_adoptions_total",
 			Help: "Tokens taken from the checkpoint (minted by another replica) instead of exchanging, by instance.",
 		}, []string{"instance"}),
+		roleProofs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "artifactory_pull_role_assumptions_total",
+			Help: "sts:AssumeRoleWithWebIdentity calls for ServiceAccounts' roles (identity serviceAccount), by role and result " +
+				"(success, refused, error). The role is named on success only (roles that trust a ServiceAccount of the cluster); " +
+				"every failure counts under role \"unproven\", so annotations naming arbitrary roles add no series.",
+		}, []string{"role", "result"}),
 		lifecycle: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "artifactory_pull_lifecycle_actions_total",
 			Help: "Actions of the Secret refresher, by instance and action (refreshed, restored, deleted, failed).",
@@ -105,7 +112,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.admissions, m.admissionDuration, m.unparseableImages, m.exchanges,
-			m.cacheLookups, m.secretWrites, m.expiry, m.failures, m.backoff, m.backoffSkips, m.adoptions, m.lifecycle)
+			m.cacheLookups, m.secretWrites, m.expiry, m.failures, m.backoff, m.backoffSkips, m.adoptions, m.lifecycle, m.roleProofs)
 	}
 	return m
 }
@@ -193,6 +200,27 @@ func (m *Metrics) TokenAdopted(instance string) {
 		return
 	}
 	m.adoptions.WithLabelValues(instance).Inc()
+}
+
+// Results of RoleAssumption besides success.
+const (
+	RoleRefused = "refused"
+	RoleError   = "error"
+	// RoleUnproven is the role label of every failed assumption.
+	RoleUnproven = "unproven"
+)
+
+// RoleAssumption counts one sts:AssumeRoleWithWebIdentity for a
+// ServiceAccount's role: result "success" (labelled with role), RoleRefused
+// or RoleError (labelled RoleUnproven).
+func (m *Metrics) RoleAssumption(role, result string) {
+	if m == nil {
+		return
+	}
+	if result != "success" {
+		role = RoleUnproven
+	}
+	m.roleProofs.WithLabelValues(role, result).Inc()
 }
 
 // LifecycleAction counts one action of the Secret refresher (Lifecycle*).

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
 
 // cacheOptions keeps the informer caches to what the webhook reads, so that
@@ -29,12 +30,47 @@ func cacheOptions(cfg *config.Config) (cache.Options, error) {
 	if err != nil {
 		return cache.Options{}, err
 	}
-	return cache.Options{
+	o := cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			namespaceObject(): {Transform: namespaceTransform(key, value), UnsafeDisableDeepCopy: ptr.To(true)},
 		},
-	}, nil
+	}
+	if cfg.PerServiceAccount() {
+		o.ByObject[pullsecret.ServiceAccountObject()] = cache.ByObject{
+			Transform:             serviceAccountTransform(pullsecret.ServiceAccountAnnotations(cfg.ServiceAccounts.OptInAnnotation)),
+			UnsafeDisableDeepCopy: ptr.To(true),
+		}
+	}
+	return o, nil
+}
+
+// serviceAccountTransform keeps of a ServiceAccount (metadata) its name,
+// namespace, UID, resourceVersion and the annotations in keys: the
+// identity read at admission. Tokens and pull secret lists never enter
+// the cache.
+func serviceAccountTransform(keys []string) toolscache.TransformFunc {
+	strip := cache.TransformStripManagedFields()
+	return func(obj any) (any, error) {
+		sa, ok := obj.(*metav1.PartialObjectMetadata)
+		if !ok {
+			return strip(obj)
+		}
+		out := &metav1.PartialObjectMetadata{
+			TypeMeta: metav1.TypeMeta{APIVersion: intern(sa.APIVersion), Kind: intern(sa.Kind)},
+			ObjectMeta: metav1.ObjectMeta{Name: sa.Name, Namespace: intern(sa.Namespace), UID: sa.UID,
+				ResourceVersion: sa.ResourceVersion, DeletionTimestamp: sa.DeletionTimestamp},
+		}
+		for _, k := range keys {
+			if v, ok := sa.Annotations[k]; ok {
+				if out.Annotations == nil {
+					out.Annotations = make(map[string]string, len(keys))
+				}
+				out.Annotations[k] = v
+			}
+		}
+		return out, nil
+	}
 }
 
 // namespaceTransform keeps of a Namespace what admission and the refresher

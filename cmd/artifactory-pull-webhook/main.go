@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -12,9 +13,13 @@ import (
 	"strconv"
 	"time"
 
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -154,7 +159,7 @@ func run(ctx context.Context, f flags) error {
 		STSEndpoint: cfg.AWS.STSEndpoint,
 	}
 	prints, keys := fingerprints(cfg, awsOpts)
-	checkpoint, err := newCheckpoint(direct, f.leader.namespace, f.checkpoint, keys)
+	checkpoint, err := newCheckpoint(direct, f.leader.namespace, f.checkpoint, keys, roleKeys(cfg, prints))
 	if err != nil {
 		return err
 	}
@@ -167,7 +172,7 @@ func run(ctx context.Context, f flags) error {
 			"--leader-election-namespace or set POD_NAMESPACE. A restart exchanges new tokens.")
 	}
 	m := metrics.New(crmetrics.Registry)
-	tokens, err := newTokenCache(ctx, cfg, awsOpts, m, checkpoint)
+	tokens, err := newTokenCache(ctx, cfg, awsOpts, m, checkpoint, serviceAccountTokens(direct))
 	if err != nil {
 		return err
 	}
@@ -189,14 +194,21 @@ func run(ctx context.Context, f flags) error {
 		defer cancel()
 		return store.HeldExpiries(ctx, cfg)
 	})
+	// The pods' ServiceAccounts, from their metadata informer (started only
+	// with an instance of identity serviceAccount).
+	var sas *pullsecret.ServiceAccounts
+	if cfg.PerServiceAccount() {
+		sas = pullsecret.NewServiceAccounts(mgr.GetClient(), mgr.GetAPIReader(), cfg.ServiceAccounts.OptInAnnotation, nil)
+	}
 	handler, err := pwebhook.NewHandler(pwebhook.Options{
-		Config:     cfg,
-		Namespaces: mgr.GetClient(),
-		APIReader:  mgr.GetAPIReader(),
-		Secrets:    store,
-		Recorder:   pullsecret.FittingNotes(mgr.GetEventRecorder(name)),
-		Metrics:    m,
-		Log:        ctrl.Log.WithName("admission"),
+		Config:          cfg,
+		Namespaces:      mgr.GetClient(),
+		APIReader:       mgr.GetAPIReader(),
+		Secrets:         store,
+		ServiceAccounts: optional(sas),
+		Recorder:        pullsecret.FittingNotes(mgr.GetEventRecorder(name)),
+		Metrics:         m,
+		Log:             ctrl.Log.WithName("admission"),
 	})
 	if err != nil {
 		return err
@@ -207,21 +219,23 @@ func run(ctx context.Context, f flags) error {
 
 	// Warm the caches and seed the token cache from the checkpoint before
 	// reporting ready, so a restart makes no new exchange.
-	warm := &warmup{mgr: mgr, secrets: secrets, checkpoint: checkpoint, tokens: tokens, done: make(chan struct{})}
+	warm := &warmup{mgr: mgr, secrets: secrets, checkpoint: checkpoint, tokens: tokens, done: make(chan struct{}),
+		serviceAccounts: cfg.PerServiceAccount()}
 	if err := mgr.Add(warm); err != nil {
 		return err
 	}
 	if refresh.enabled {
 		refresher, err := pullsecret.NewRefresher(pullsecret.RefresherOptions{
-			Config:   cfg,
-			Store:    store,
-			Reader:   secrets,
-			Secrets:  secrets.Caches(),
-			Retry:    tokens,
-			Ready:    warm.done,
-			Recorder: pullsecret.FittingNotes(mgr.GetEventRecorder(name)),
-			Metrics:  m,
-			Log:      ctrl.Log.WithName("refresher"),
+			Config:          cfg,
+			Store:           store,
+			Reader:          secrets,
+			Secrets:         secrets.Caches(),
+			Retry:           tokens,
+			ServiceAccounts: sas,
+			Ready:           warm.done,
+			Recorder:        pullsecret.FittingNotes(mgr.GetEventRecorder(name)),
+			Metrics:         m,
+			Log:             ctrl.Log.WithName("refresher"),
 		})
 		if err != nil {
 			return err
@@ -248,35 +262,102 @@ func run(ctx context.Context, f flags) error {
 	return mgr.Start(ctx)
 }
 
+// optional makes a nil *ServiceAccounts a nil interface.
+func optional(sas *pullsecret.ServiceAccounts) pwebhook.ServiceAccounts {
+	if sas == nil {
+		return nil
+	}
+	return sas
+}
+
 // fingerprints returns each instance's token fingerprint (by instance name)
-// and the token keys of the configuration.
+// and the token keys of the configuration. A chained role (aws.assumeRole)
+// is part of what signs, so it is part of the fingerprint.
 func fingerprints(cfg *config.Config, o credentials.AWSOptions) (map[string]string, []credentials.Key) {
 	signer := credentials.SigningIdentity(o)
 	prints := make(map[string]string, len(cfg.Instances))
 	keys := make([]credentials.Key, 0, len(cfg.Instances))
 	for _, in := range cfg.Instances {
-		prints[in.Name] = credentials.Fingerprint(in.URL, in.TokenTTL.Duration, signer)
+		s := signer
+		if ar := in.AWS.AssumeRole; ar != nil {
+			s += "\x00assumeRole:" + ar.RoleARN + "\x00" + ar.ExternalID
+		}
+		prints[in.Name] = credentials.Fingerprint(in.URL, in.TokenTTL.Duration, s)
 		keys = append(keys, credentials.Key{Instance: in.Name, Identity: credentials.WebhookIdentity, Fingerprint: prints[in.Name]})
 	}
 	return prints, keys
 }
 
+// roleKeys says whether a token key is a role's of an instance with
+// identity serviceAccount under its current fingerprint (nil without such
+// instances).
+func roleKeys(cfg *config.Config, prints map[string]string) func(credentials.Key) bool {
+	if !cfg.PerServiceAccount() {
+		return nil
+	}
+	return func(k credentials.Key) bool {
+		in, ok := cfg.Instance(k.Instance)
+		_, role := credentials.RoleOfName(k.Identity)
+		return ok && role && in.PerServiceAccount() && k.Fingerprint == prints[k.Instance]
+	}
+}
+
 // newCheckpoint returns the token checkpoint in namespace, or nil when the
-// namespace is unknown. Entries of keys other than keys are dropped.
-func newCheckpoint(c client.Client, namespace, name string, keys []credentials.Key) (*pullsecret.Checkpoint, error) {
+// namespace is unknown. Entries of keys other than keys (or roles') are
+// dropped.
+func newCheckpoint(c client.Client, namespace, name string, keys []credentials.Key, roles func(credentials.Key) bool) (*pullsecret.Checkpoint, error) {
 	if namespace == "" {
 		return nil, nil
 	}
 	return pullsecret.NewCheckpoint(pullsecret.CheckpointOptions{Client: c, Namespace: namespace, Name: name,
-		Keys: keys, Log: ctrl.Log.WithName("checkpoint")})
+		Keys: keys, Roles: roles, Log: ctrl.Log.WithName("checkpoint")})
+}
+
+// ServiceAccount tokens the webhook asks for: for STS, valid for the
+// shortest time the API server grants, bound to nothing (the pod does not
+// exist yet at admission). The chart's token policy allows exactly these.
+const (
+	serviceAccountTokenAudience = "sts.amazonaws.com"
+	serviceAccountTokenLifetime = 10 * time.Minute
+)
+
+// serviceAccountTokens requests ServiceAccount tokens through the
+// TokenRequest API.
+func serviceAccountTokens(c client.Client) credentials.ServiceAccountTokens {
+	return func(ctx context.Context, namespace, name string) (string, error) {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+			Audiences:         []string{serviceAccountTokenAudience},
+			ExpirationSeconds: ptr.To(int64(serviceAccountTokenLifetime / time.Second)),
+		}}
+		if err := c.SubResource("token").Create(ctx, sa, tr); err != nil {
+			return "", err
+		}
+		if tr.Status.Token == "" {
+			return "", errors.New("the TokenRequest answered no token")
+		}
+		return tr.Status.Token, nil
+	}
 }
 
 // newTokenCache builds one signed exchange per configured instance behind a
-// shared cache, whose mints go to checkpoint (when not nil).
-func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.AWSOptions, m *metrics.Metrics, checkpoint *pullsecret.Checkpoint) (*credentials.Cache, error) {
+// shared cache, whose mints go to checkpoint (when not nil). Instances with
+// identity serviceAccount also mint as ServiceAccounts' roles, assumed with
+// tokens from saTokens; an instance's aws.assumeRole is chained on top of
+// whichever identity signs.
+func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.AWSOptions, m *metrics.Metrics,
+	checkpoint *pullsecret.Checkpoint, saTokens credentials.ServiceAccountTokens) (*credentials.Cache, error) {
 	aws, err := credentials.AWSCredentials(ctx, awsOpts)
 	if err != nil {
 		return nil, fmt.Errorf("aws: %w", err)
+	}
+	chained := func(in config.Instance, base awssdk.CredentialsProvider, session string) awssdk.CredentialsProvider {
+		ar := in.AWS.AssumeRole
+		if ar == nil {
+			return base
+		}
+		return credentials.ChainRole(awsOpts, base, credentials.ChainedRole{RoleARN: ar.RoleARN, ExternalID: ar.ExternalID,
+			SessionName: ar.SessionName}, session)
 	}
 	exchangers := make(map[string]*credentials.Exchanger, len(cfg.Instances))
 	for _, in := range cfg.Instances {
@@ -291,7 +372,7 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 			STSEndpoint: cfg.AWS.SigningEndpoint,
 			TTL:         in.TokenTTL.Duration,
 			HTTPClient:  hc,
-			Credentials: aws,
+			Credentials: chained(in, aws, ""),
 			Metrics:     m,
 		})
 		if err != nil {
@@ -313,6 +394,25 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 		// A fallback token must outlive the pull it is written for.
 		MinRemaining: cfg.RequestTimeout.Duration + time.Minute,
 		Backoff:      credentials.Backoff{Cap: cfg.BackoffCap.Duration},
+	}
+	if cfg.PerServiceAccount() {
+		roles, err := credentials.NewRoleCredentials(awsOpts, saTokens)
+		if err != nil {
+			return nil, err
+		}
+		roles.Metrics = m
+		o.Prove = roles.Prove
+		// The exchange signs with the credentials the proof got (or their
+		// chained role's): the role is assumed once per ServiceAccount and
+		// credential lifetime, not once per mint.
+		o.MintAs = func(ctx context.Context, key credentials.Key, id credentials.Identity) (credentials.Credential, error) {
+			in, ok := cfg.Instance(key.Instance)
+			ex, known := exchangers[key.Instance]
+			if !ok || !known || !in.PerServiceAccount() {
+				return credentials.Credential{}, fmt.Errorf("instance %q does not mint per ServiceAccount", key.Instance)
+			}
+			return ex.ExchangeWith(ctx, chained(in, roles.Provider(id), credentials.SessionName(id)))
+		}
 	}
 	if checkpoint != nil {
 		o.OnMint = checkpoint.Record

@@ -33,9 +33,16 @@ import (
 // As a client.Reader it answers Secret reads from the cache of the
 // requested name (NotFound for any other name) and Secret lists from all of
 // them; every other kind goes to next (the manager's cache).
+//
+// With an instance of identity serviceAccount, one more cache holds the
+// Secrets of ServiceAccounts' identities, whose names are not known in
+// advance: selected by the per-service-account label across all
+// namespaces (which RBAC cannot narrow; the chart grants the wider read
+// only then). Reads of names no instance uses go to it.
 type secretCaches struct {
 	byName map[string]cache.Cache
-	names  []string // config order
+	names  []string    // config order
+	perSA  cache.Cache // nil without serviceAccount instances
 	next   client.Reader
 }
 
@@ -44,26 +51,35 @@ type secretCaches struct {
 func newSecretCaches(mgr manager.Manager, restCfg *rest.Config, cfg *config.Config) (*secretCaches, error) {
 	managed := labels.SelectorFromSet(labels.Set{pullsecret.ManagedByLabel: pullsecret.ManagedByValue})
 	s := &secretCaches{byName: map[string]cache.Cache{}, next: mgr.GetClient()}
-	for _, name := range secretNames(cfg) {
+	newCache := func(by cache.ByObject) (cache.Cache, error) {
+		by.Transform = pullsecret.SecretTransform()
+		by.UnsafeDisableDeepCopy = ptr.To(true)
 		c, err := cache.New(restCfg, cache.Options{
 			Scheme:     mgr.GetScheme(),
 			Mapper:     mgr.GetRESTMapper(),
 			HTTPClient: mgr.GetHTTPClient(),
-			ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: {
-				Label:                 managed,
-				Field:                 fields.OneTermEqualSelector("metadata.name", name),
-				Transform:             pullsecret.SecretTransform(),
-				UnsafeDisableDeepCopy: ptr.To(true),
-			}},
+			ByObject:   map[client.Object]cache.ByObject{&corev1.Secret{}: by},
 		})
+		if err != nil {
+			return nil, err
+		}
+		return c, mgr.Add(managerCache{c})
+	}
+	for _, name := range secretNames(cfg) {
+		c, err := newCache(cache.ByObject{Label: managed, Field: fields.OneTermEqualSelector("metadata.name", name)})
 		if err != nil {
 			return nil, fmt.Errorf("secret cache for %q: %w", name, err)
 		}
-		if err := mgr.Add(managerCache{c}); err != nil {
-			return nil, err
-		}
 		s.byName[name] = c
 		s.names = append(s.names, name)
+	}
+	if cfg.PerServiceAccount() {
+		perSA := labels.SelectorFromSet(labels.Set{pullsecret.ManagedByLabel: pullsecret.ManagedByValue, pullsecret.LabelPerServiceAccount: "true"})
+		c, err := newCache(cache.ByObject{Label: perSA})
+		if err != nil {
+			return nil, fmt.Errorf("secret cache of ServiceAccounts' identities: %w", err)
+		}
+		s.perSA = c
 	}
 	return s, nil
 }
@@ -87,22 +103,24 @@ func secretNames(cfg *config.Config) []string {
 
 // Caches are the per-name caches, in config order.
 func (s *secretCaches) Caches() []cache.Cache {
-	out := make([]cache.Cache, 0, len(s.names))
+	out := make([]cache.Cache, 0, len(s.names)+1)
 	for _, n := range s.names {
 		out = append(out, s.byName[n])
+	}
+	if s.perSA != nil {
+		out = append(out, s.perSA)
 	}
 	return out
 }
 
 // WaitForSync creates the Secret informers and waits for them to sync.
 func (s *secretCaches) WaitForSync(ctx context.Context) error {
-	for _, n := range s.names {
-		c := s.byName[n]
+	for _, c := range s.Caches() {
 		if _, err := c.GetInformer(ctx, &corev1.Secret{}); err != nil {
 			return err
 		}
 		if !c.WaitForCacheSync(ctx) {
-			return fmt.Errorf("secret cache for %q did not sync", n)
+			return errors.New("a secret cache did not sync")
 		}
 	}
 	return nil
@@ -114,6 +132,9 @@ func (s *secretCaches) Get(ctx context.Context, key client.ObjectKey, obj client
 	}
 	c, ok := s.byName[key.Name]
 	if !ok {
+		if s.perSA != nil {
+			return s.perSA.Get(ctx, key, obj, opts...)
+		}
 		return apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, key.Name)
 	}
 	return c.Get(ctx, key, obj, opts...)
@@ -129,9 +150,9 @@ func (s *secretCaches) List(ctx context.Context, list client.ObjectList, opts ..
 		return errors.New("secret caches: a list across the per-name caches takes no limit, continue or field selector")
 	}
 	var all []corev1.Secret
-	for _, n := range s.names {
+	for _, c := range s.Caches() {
 		var part corev1.SecretList
-		if err := s.byName[n].List(ctx, &part, opts...); err != nil {
+		if err := c.List(ctx, &part, opts...); err != nil {
 			return err
 		}
 		all = append(all, part.Items...)

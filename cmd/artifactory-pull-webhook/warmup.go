@@ -20,12 +20,19 @@ type warmup struct {
 	checkpoint *pullsecret.Checkpoint // nil: nothing to seed from
 	tokens     pullsecret.Seeder
 	done       chan struct{}
+	// serviceAccounts: the ServiceAccount metadata informer is started too.
+	serviceAccounts bool
 }
 
 func (w *warmup) Start(ctx context.Context) error {
 	c := w.mgr.GetCache()
 	if _, err := c.GetInformer(ctx, namespaceObject()); err != nil {
 		return err
+	}
+	if w.serviceAccounts {
+		if _, err := c.GetInformer(ctx, pullsecret.ServiceAccountObject()); err != nil {
+			return err
+		}
 	}
 	if !c.WaitForCacheSync(ctx) {
 		return errors.New("caches did not sync")

@@ -3,6 +3,8 @@ package pullsecret
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -331,5 +333,32 @@ func TestAdoptSkipsExpiredEntriesAndIsQuietAboutOthers(t *testing.T) {
 	}
 	if strings.Contains(h.logs.String(), "dropping") || strings.Contains(h.logs.String(), "skipping") {
 		t.Errorf("Adopt logged about other entries:\n%s", h.logs.String())
+	}
+}
+
+// The roles of ServiceAccounts are not known in advance: Roles says which
+// keys beside Keys belong to the running configuration.
+func TestCheckpointKeepsTheRoleKeysRolesAccepts(t *testing.T) {
+	role := credentials.Identity{RoleARN: "arn:aws:iam::123456789012:role/team-a-puller", Namespace: ns, ServiceAccount: "api"}
+	roleKey := role.Key(acmeKey.Instance, acmeKey.Fingerprint)
+	other := role
+	other.RoleARN = "arn:aws:iam::123456789012:role/team-b-puller"
+	staleRole := other.Key(acmeKey.Instance, "old-fingerprint") // written under an earlier configuration
+	cred := credAt(t0.Add(-10*time.Minute), rawToken)
+	h := newCheckpointHarness(t, interceptor.Funcs{},
+		checkpointWith(t, map[credentials.Key]credentials.Credential{acmeKey: cred, roleKey: cred, staleRole: cred}))
+	cp, err := NewCheckpoint(CheckpointOptions{Client: h.api, Namespace: webhookNS, Now: func() time.Time { return h.now },
+		Keys:  []credentials.Key{acmeKey},
+		Roles: func(k credentials.Key) bool { return k.Fingerprint == acmeKey.Fingerprint },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := &fakeTokens{}
+	if err := cp.Seed(context.Background(), tokens); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tokens.seeded[roleKey]; !ok || len(tokens.seeded) != 2 {
+		t.Errorf("seeded %v, want the instance's key and the role's of the current fingerprint", slices.Collect(maps.Keys(tokens.seeded)))
 	}
 }

@@ -4,12 +4,15 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 )
 
@@ -38,6 +41,18 @@ func TestEnsureAsAServiceAccountWritesItsOwnSecretWithItsRolesToken(t *testing.T
 		}
 		if s.Annotations[AnnotationIdentity] != id.Name() || s.Annotations[AnnotationServiceAccount] != id.ServiceAccount {
 			t.Errorf("Secret %s annotations %v, want identity %q and ServiceAccount %q", name, s.Annotations, id.Name(), id.ServiceAccount)
+		}
+		if got, want := s.Labels[LabelPerServiceAccount], map[bool]string{true: "", false: "true"}[id.IsWebhook()]; got != want {
+			t.Errorf("Secret %s label %s = %q, want %q (the per-ServiceAccount informer selects by it)", name, LabelPerServiceAccount, got, want)
+		}
+		// The cache keeps the label and the ServiceAccount it is for.
+		reduced, err := SecretTransform()(&s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := reduced.(*corev1.Secret); r.Labels[LabelPerServiceAccount] != s.Labels[LabelPerServiceAccount] ||
+			r.Annotations[AnnotationServiceAccount] != s.Annotations[AnnotationServiceAccount] {
+			t.Errorf("cached Secret %s: labels %v annotations %v", name, r.Labels, r.Annotations)
 		}
 	}
 	roleKey := api.Key(instance().Name, testPrints[instance().Name])
@@ -73,5 +88,44 @@ func TestSecretNameIsPerServiceAccountAndAlwaysAValidName(t *testing.T) {
 			t.Errorf("two ServiceAccounts share the Secret name %q", got)
 		}
 		names[got] = true
+	}
+}
+
+// The expiry gauge counts ServiceAccounts' Secrets too, and an update
+// restores a label the ServiceAccount's Secret lost.
+func TestServiceAccountSecretsCountForTheGaugeAndKeepTheirLabel(t *testing.T) {
+	key, value, _ := config.SplitLabel(config.DefaultNamespaceLabel)
+	nsObj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{key: value}}}
+	h := newHarness(t, interceptor.Funcs{}, nsObj)
+	ctx := context.Background()
+	perSA := instance()
+	perSA.Identity = config.IdentityServiceAccount
+	api := credentials.Identity{RoleARN: teamRole, Namespace: ns, ServiceAccount: "api"}
+	h.tokens.cred = credAt(t0.Add(-50*time.Minute), rawToken) // 10 min left: due, but the only token there is
+	if _, err := h.store.EnsureAs(ctx, ns, perSA, api, false); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{NamespaceLabel: config.DefaultNamespaceLabel, Instances: []config.Instance{perSA}}
+	if got := h.store.HeldExpiries(ctx, cfg); !got["acme"].Equal(t0.Add(10 * time.Minute)) {
+		t.Errorf("HeldExpiries = %v, want the ServiceAccount's Secret's expiry", got)
+	}
+
+	var s corev1.Secret
+	if err := h.api.Get(ctx, client.ObjectKey{Namespace: ns, Name: "artifactory-pull-api"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	delete(s.Labels, LabelPerServiceAccount)
+	if err := h.api.Update(ctx, &s); err != nil {
+		t.Fatal(err)
+	}
+	h.tokens.cred = credAt(t0, "second-token")
+	if _, err := h.store.SyncAs(ctx, ns, perSA, api); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.api.Get(ctx, client.ObjectKey{Namespace: ns, Name: "artifactory-pull-api"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Labels[LabelPerServiceAccount] != "true" {
+		t.Errorf("labels after a refresh %v, want %s restored", s.Labels, LabelPerServiceAccount)
 	}
 }

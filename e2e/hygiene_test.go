@@ -3,12 +3,16 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
+	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/internal/leaktest"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
@@ -42,21 +46,6 @@ func TestNoSecretReachesLogsMetricsEventsOrWarnings(t *testing.T) {
 	_, w = createPod(t, failNS, pod("recovered", stack.FaultyHost+"/team/app:1.0"))
 	warnings = append(warnings, w...)
 
-	secrets := map[string]string{"a token in a rejected response": bodyToken}
-	for _, tok := range stack.Emu.Artifactory.IssuedTokens() {
-		secrets["an issued access token"+" ("+tok[:4]+"…)"] = tok
-	}
-	for _, c := range stack.Emu.STS.IssuedCredentials() {
-		secrets["an AWS secret key ("+c.AccessKeyID+")"] = c.SecretAccessKey
-		secrets["an AWS session token ("+c.AccessKeyID+")"] = c.SessionToken
-	}
-	for name, v := range dockerconfigAuths(t) {
-		secrets["dockerconfig auth of "+name] = v
-	}
-	if len(stack.Emu.Artifactory.IssuedTokens()) == 0 || len(stack.Emu.STS.IssuedCredentials()) == 0 {
-		t.Fatal("precondition: no token or AWS credentials were issued, the search proves nothing")
-	}
-
 	metricsText, err := stack.Webhook.MetricsText()
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +58,33 @@ func TestNoSecretReachesLogsMetricsEventsOrWarnings(t *testing.T) {
 	}
 	if !strings.Contains(sources["admission warnings"], "faulty") || !strings.Contains(sources["Events"], "TokenExchangeFailed") {
 		t.Fatalf("precondition: the failure left no warning or Event to search: %q", warnings)
+	}
+	searchForSecrets(t, sources, map[string]string{"a token in a rejected response": bodyToken})
+}
+
+// searchForSecrets fails t for every secret found in sources, in every
+// form a log can hold it in: any token Artifactory issued, any AWS secret
+// key or session token STS issued, any ServiceAccount token STS received,
+// every dockerconfig auth value written, and extra.
+func searchForSecrets(t *testing.T, sources map[string]string, extra map[string]string) {
+	t.Helper()
+	secrets := map[string]string{}
+	maps.Copy(secrets, extra)
+	for _, tok := range stack.Emu.Artifactory.IssuedTokens() {
+		secrets["an issued access token"+" ("+tok[:4]+"…)"] = tok
+	}
+	for _, c := range stack.Emu.STS.IssuedCredentials() {
+		secrets["an AWS secret key ("+c.AccessKeyID+")"] = c.SecretAccessKey
+		secrets["an AWS session token ("+c.AccessKeyID+")"] = c.SessionToken
+	}
+	for i, jwt := range stack.Emu.STS.WebIdentityTokens() {
+		secrets[fmt.Sprintf("a ServiceAccount token sent to STS (#%d)", i)] = jwt
+	}
+	for name, v := range dockerconfigAuths(t) {
+		secrets["dockerconfig auth of "+name] = v
+	}
+	if len(stack.Emu.Artifactory.IssuedTokens()) == 0 || len(stack.Emu.STS.IssuedCredentials()) == 0 {
+		t.Fatal("precondition: no token or AWS credentials were issued, the search proves nothing")
 	}
 	// Every form a log can hold a secret in, not only verbatim: a logged
 	// Secret's Data is base64 of the dockerconfig, the token one decode away.
@@ -85,6 +101,47 @@ func TestNoSecretReachesLogsMetricsEventsOrWarnings(t *testing.T) {
 			t.Errorf("%s contains %s: %s", where, names[f.Secret], f)
 		}
 	}
+}
+
+// TestPerServiceAccountPathLeaksNoServiceAccountTokenOrCredentials is the
+// hygiene search over the per-ServiceAccount path: success, a ServiceAccount
+// STS refuses, one without a role, and a refresh.
+func TestPerServiceAccountPathLeaksNoServiceAccountTokenOrCredentials(t *testing.T) {
+	run := runInstance("hy")
+	startLifecycleWebhook(t, perSAConfig(run))
+	a := newTeam(t, "a")
+	createServiceAccount(t, a.ns, "api", map[string]string{config.RoleARNAnnotation: a.role})
+	createServiceAccount(t, a.ns, "plain", nil)
+	other := optedIn(t)
+	createServiceAccount(t, other, "intruder", map[string]string{config.RoleARNAnnotation: a.role})
+	var warnings []string
+	for _, c := range []struct{ ns, sa string }{{a.ns, "api"}, {a.ns, "plain"}, {other, "intruder"}} {
+		_, w := createPod(t, c.ns, podAs("p-"+c.sa, c.sa, a.image))
+		warnings = append(warnings, w...)
+	}
+	api, _ := getSecret(t, a.ns, "team-"+run+"-api")
+	old := token(t, api)
+	eventually(t, 30*time.Second, "a refresh of the ServiceAccount's Secret", func() bool {
+		s, ok := getSecret(t, a.ns, "team-"+run+"-api")
+		return ok && token(t, s) != old
+	})
+	if len(stack.Emu.STS.WebIdentityTokens()) == 0 {
+		t.Fatal("precondition: no ServiceAccount token reached STS")
+	}
+	metricsText, err := stack.Webhook.MetricsText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources := map[string]string{
+		"webhook log":        stack.Webhook.Logs(),
+		"metrics":            metricsText,
+		"admission warnings": strings.Join(warnings, "\n"),
+		"Events":             allEventText(t),
+	}
+	if !strings.Contains(sources["admission warnings"], "AccessDenied") || !strings.Contains(sources["admission warnings"], "plain") {
+		t.Fatalf("precondition: the refusal and the missing role left no warning to search: %q", warnings)
+	}
+	searchForSecrets(t, sources, nil)
 }
 
 // dockerconfigAuths returns the auth value of every managed Secret's

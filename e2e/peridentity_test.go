@@ -280,3 +280,49 @@ func TestServiceAccountNamingAnotherTeamsRoleGetsNothing(t *testing.T) {
 		t.Errorf("a refused ServiceAccount cost %d exchanges", d)
 	}
 }
+
+// TestAssumeRoleIsChainedOnEitherIdentity: with aws.assumeRole, the role
+// resolved for a pod — its ServiceAccount's, or the webhook's own through
+// fallback webhook — assumes a central role (sts:AssumeRole, checked by
+// the STS emulator against the central role's trust policy and external
+// ID), and Artifactory sees only the central role: one mapping serves every
+// source role.
+func TestAssumeRoleIsChainedOnEitherIdentity(t *testing.T) {
+	run := runInstance("ch")
+	a := newTeam(t, "a")
+	central := "arn:aws:iam::444455556666:role/" + a.ns + "-central-puller"
+	centralUser := a.ns + "-central"
+	stack.Emu.STS.SetAssumeTrust(central, "fleet-"+run, a.role, stack.Emu.RoleARN)
+	stack.Emu.Artifactory.SetMapping(central, centralUser)
+	stack.Emu.Artifactory.RemoveMapping(a.role) // the team's own role gets nothing directly
+	t.Cleanup(func() {
+		stack.Emu.STS.SetAssumeTrust(central, "")
+		stack.Emu.Artifactory.RemoveMapping(central)
+	})
+	cfg := strings.Replace(perSAConfig(run), "  fallback: webhook\n", "  fallback: webhook\n  aws:\n    assumeRole: {roleARN: \""+central+"\", externalID: fleet-"+run+"}\n", 1)
+	startLifecycleWebhook(t, cfg)
+	createServiceAccount(t, a.ns, "api", map[string]string{config.RoleARNAnnotation: a.role})
+	createServiceAccount(t, a.ns, "plain", nil)
+	sharedImage := stack.BurstHost + "/" + harness.ImageRepo + ":" + harness.ImageTag
+
+	for _, c := range []struct{ sa, secret string }{{"api", "shared-" + run + "-api"}, {"plain", "shared-" + run}} {
+		got, warnings := createPod(t, a.ns, podAs("p-"+c.sa, c.sa, sharedImage))
+		if n := pullSecretNames(got); !slices.Equal(n, []string{c.secret}) {
+			t.Fatalf("ServiceAccount %s: imagePullSecrets %v, want [%s] (warnings %v)", c.sa, n, c.secret, warnings)
+		}
+		s, _ := getSecret(t, a.ns, c.secret)
+		user, _, err := pullsecret.ParseDockerConfigJSON(s.Data[corev1.DockerConfigJsonKey], stack.BurstHost)
+		if err != nil || user != centralUser {
+			t.Errorf("ServiceAccount %s: Secret of user %q (%v), want the central role's %q", c.sa, user, err, centralUser)
+		}
+		if err := pull(a.ns, sharedImage, []string{c.secret}); err != nil {
+			t.Errorf("ServiceAccount %s: %v", c.sa, err)
+		}
+	}
+	// The instance without assumeRole is unaffected: the team's role, not
+	// mapped here, gets no token.
+	got, warnings := createPod(t, a.ns, podAs("p-direct", "api", a.image))
+	if n := pullSecretNames(got); len(n) != 0 || !strings.Contains(strings.Join(warnings, " "), "as ServiceAccount api") {
+		t.Errorf("instance without assumeRole: %v, warnings %v; want no Secret and a warning (its role is not mapped)", n, warnings)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,6 +91,7 @@ type STS struct {
 
 	mu       sync.Mutex
 	sessions map[string]Creds           // by access key id
+	webIDs   []string                   // web identity tokens received
 	assume   map[string]assumeRoleTrust // AssumeRole trust policies, by target role ARN
 	deny     bool
 	skew     time.Duration
@@ -136,6 +138,14 @@ func (s *STS) IssueCredentials(roleArn, session string, ttl time.Duration) Creds
 		panic(err)
 	}
 	return c
+}
+
+// WebIdentityTokens are the web identity tokens (ServiceAccount JWTs)
+// AssumeRoleWithWebIdentity received, valid or not, for leak searches.
+func (s *STS) WebIdentityTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.webIDs)
 }
 
 // IssuedCredentials returns every session STS has issued (directly, through
@@ -305,6 +315,11 @@ type assumeRoleWithWebIdentityResponse struct {
 
 func (s *STS) assumeRoleWithWebIdentity(ctx context.Context, p url.Values) (any, error) {
 	roleArn, session, rawToken := p.Get("RoleArn"), p.Get("RoleSessionName"), p.Get("WebIdentityToken")
+	if rawToken != "" {
+		s.mu.Lock()
+		s.webIDs = append(s.webIDs, rawToken)
+		s.mu.Unlock()
+	}
 	if !roleARNRE.MatchString(roleArn) {
 		return nil, senderError(http.StatusBadRequest, "ValidationError", "RoleArn %q is not a valid IAM role ARN", roleArn)
 	}

@@ -36,6 +36,11 @@ const (
 	DefaultExchangeTimeout  = 4 * time.Second
 	DefaultBackoffCap       = 5 * time.Minute
 	MinTokenTTL             = 10 * time.Second
+	// MaxServiceAccountSecretPrefix is the longest secretName of an
+	// instance with identity serviceAccount: a ServiceAccount's Secret name
+	// longer than 253 is cut to 236 characters and a 17-character hash, and
+	// the cut must keep "<secretName>-".
+	MaxServiceAccountSecretPrefix = 200
 )
 
 // AuthType selects where the webhook's AWS credentials come from.
@@ -448,6 +453,11 @@ func (c *Config) Validate() error {
 			continue
 		}
 		prefix := in.SecretName + "-"
+		if len(in.SecretName) > MaxServiceAccountSecretPrefix {
+			bad(fmt.Sprintf("instances[%d].secretName", i), "%q is %d characters: with identity serviceAccount at most %d, so that "+
+				"every ServiceAccount's Secret name, cut to 253 with a hash, still starts with %q (the chart's policy admits that prefix only)",
+				in.SecretName, len(in.SecretName), MaxServiceAccountSecretPrefix, "<secretName>-")
+		}
 		for _, other := range append(slices.Sorted(maps.Keys(secrets)), c.RetiredSecretNames...) {
 			if strings.HasPrefix(other, prefix) {
 				bad(fmt.Sprintf("instances[%d].secretName", i), "%q: identity serviceAccount names Secrets %s<serviceAccount>, "+

@@ -72,6 +72,7 @@ func TestParseRejectsBadIdentitySettingsNamingTheField(t *testing.T) {
 		{"assumeRole not a role", minimal + "  aws: {assumeRole: {roleARN: \"arn:aws:iam::210987654321:user/bob\"}}\n", "instances[0].aws.assumeRole.roleARN"},
 		{"external ID with a space", minimal + "  aws: {assumeRole: {roleARN: \"arn:aws:iam::210987654321:role/pull\", externalID: \"a b\"}}\n", "instances[0].aws.assumeRole.externalID"},
 		{"session name too long", minimal + "  aws: {assumeRole: {roleARN: \"arn:aws:iam::210987654321:role/pull\", sessionName: \"" + strings.Repeat("s", 65) + "\"}}\n", "instances[0].aws.assumeRole.sessionName"},
+		{"secretName too long for the per-ServiceAccount prefix", minimal + "  identity: serviceAccount\n  secretName: " + strings.Repeat("s", MaxServiceAccountSecretPrefix+1) + "\n", "instances[0].secretName"},
 		{"opt-in annotation not a name", minimal + "serviceAccounts: {optInAnnotation: \"bad key!\"}\n", "serviceAccounts.optInAnnotation"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

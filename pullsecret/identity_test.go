@@ -129,3 +129,16 @@ func TestServiceAccountSecretsCountForTheGaugeAndKeepTheirLabel(t *testing.T) {
 		t.Errorf("labels after a refresh %v, want %s restored", s.Labels, LabelPerServiceAccount)
 	}
 }
+
+// The longest secretName config allows for identity serviceAccount keeps
+// its prefix in every ServiceAccount's Secret name, cut or not.
+func TestSecretNameKeepsTheLongestAllowedPrefix(t *testing.T) {
+	inst := instance()
+	inst.SecretName = strings.Repeat("p", config.MaxServiceAccountSecretPrefix)
+	for _, sa := range []string{"a", strings.Repeat("s", 52), strings.Repeat("s", 53), strings.Repeat("s.-", 80)} {
+		name := SecretName(inst, credentials.Identity{RoleARN: teamRole, Namespace: ns, ServiceAccount: sa})
+		if !strings.HasPrefix(name, inst.SecretName+"-") || len(name) > 253 {
+			t.Errorf("ServiceAccount of %d characters: Secret name %q (%d) loses the prefix %q", len(sa), name, len(name), inst.SecretName+"-")
+		}
+	}
+}

@@ -38,6 +38,10 @@ type chartCase struct {
 	pullSecrets    []string
 	replicas       int32
 	observability  bool
+	// perServiceAccount: an instance has identity serviceAccount, so the
+	// chart adds the ServiceAccount and unnamed Secret rules and the token
+	// request policy; no other value set may have any of them.
+	perServiceAccount bool
 }
 
 var chartCases = []chartCase{
@@ -57,6 +61,11 @@ var chartCases = []chartCase{
 		optIn: [2]string{"pulls.example.com/artifactory", "yes"}, optOut: [2]string{"pulls.example.com/skip", "true"},
 		failurePolicy: admissionregistrationv1.Fail, timeoutSeconds: 7, excluded: []string{"kube-system", "kube-public", "monitoring"},
 		roleARN: "arn:aws:iam::123456789012:role/artifactory-puller", pullSecrets: []string{"artifactory-pull"}, replicas: 3},
+	{name: "service-account", values: "service-account-values.yaml", fullname: "service-account-artifactory-pull-webhook",
+		optIn: [2]string{"artifactory-pull-webhook/inject", "enabled"}, optOut: [2]string{"artifactory-pull-webhook/inject", "disabled"},
+		failurePolicy: admissionregistrationv1.Ignore, timeoutSeconds: 10, excluded: []string{"kube-system"},
+		roleARN: "arn:aws:iam::123456789012:role/artifactory-puller", pullSecrets: []string{"artifactory-pull", "onprem-pull"},
+		replicas: 2, perServiceAccount: true},
 }
 
 func valuesPath(name string) string {
@@ -230,15 +239,29 @@ func checkRBAC(t *testing.T, tc chartCase, ns string) {
 	if err := stack.Cluster.Client.Get(context.Background(), client.ObjectKey{Name: tc.fullname}, cr); err != nil {
 		t.Fatal(err)
 	}
+	unnamedSecretRead, serviceAccountRead, tokenCreate := false, false, false
 	for _, r := range cr.Rules {
 		if slices.Contains(r.Resources, "secrets") && slices.Contains(r.Verbs, "get") {
-			if !slices.Equal(r.ResourceNames, tc.pullSecrets) {
+			if len(r.ResourceNames) == 0 {
+				unnamedSecretRead = true
+			} else if !slices.Equal(r.ResourceNames, tc.pullSecrets) {
 				t.Errorf("secret get limited to %v, want the configured pull Secrets %v", r.ResourceNames, tc.pullSecrets)
 			}
 		}
+		serviceAccountRead = serviceAccountRead || slices.Contains(r.Resources, "serviceaccounts")
+		tokenCreate = tokenCreate || slices.Contains(r.Resources, "serviceaccounts/token")
 		if slices.Contains(r.Resources, "mutatingwebhookconfigurations") && (tc.certManager || !slices.Equal(r.ResourceNames, []string{tc.fullname})) {
 			t.Errorf("webhook configuration rule %+v (cert-manager mode %v)", r, tc.certManager)
 		}
+	}
+	if unnamedSecretRead != tc.perServiceAccount || serviceAccountRead != tc.perServiceAccount || tokenCreate != tc.perServiceAccount {
+		t.Errorf("Secret read without resourceNames %v, ServiceAccount read %v, token create %v; want each %v (identity serviceAccount)",
+			unnamedSecretRead, serviceAccountRead, tokenCreate, tc.perServiceAccount)
+	}
+	err := stack.Cluster.Client.Get(context.Background(), client.ObjectKey{Name: tc.fullname + "-token-requests"},
+		&admissionregistrationv1.ValidatingAdmissionPolicy{})
+	if tc.perServiceAccount && err != nil || !tc.perServiceAccount && !apierrors.IsNotFound(err) {
+		t.Errorf("token request policy: %v (identity serviceAccount %v)", err, tc.perServiceAccount)
 	}
 }
 
@@ -249,6 +272,9 @@ func TestValuesSchemaRejectsInvalidValues(t *testing.T) {
 		"no instances":            "config.instances=null",
 		"typo in a top-level key": "replicas=3",
 		"malformed opt-in label":  "config.namespaceLabel=no-equals-sign",
+		"unknown identity":        "config.instances[0].identity=pod",
+		"unknown fallback":        "config.instances[0].fallback=anyone",
+		"assumeRole without role": "config.instances[0].aws.assumeRole.externalID=x",
 	} {
 		cmd := exec.Command(helm, "template", "x", chartDir, "--kube-version", kubeVersion, "--set", set)
 		cmd.Dir = harness.ModuleRoot()

@@ -50,3 +50,38 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "apw.optInValue" -}}{{ index (splitList "=" (default "artifactory-pull-webhook/inject=enabled" .Values.config.namespaceLabel)) 1 }}{{- end }}
 {{- define "apw.optOutKey" -}}{{ index (splitList "=" (default "artifactory-pull-webhook/inject=disabled" .Values.config.podOptOutLabel)) 0 }}{{- end }}
 {{- define "apw.optOutValue" -}}{{ index (splitList "=" (default "artifactory-pull-webhook/inject=disabled" .Values.config.podOptOutLabel)) 1 }}{{- end }}
+
+{{/*
+"true" when some instance has identity serviceAccount (config.instances[].identity), "" otherwise: the chart then
+adds the per-ServiceAccount rules (rbac.yaml), widens the Secret write policy (secretpolicy.yaml) and adds the token
+request policy (tokenpolicy.yaml). Webhook-identity charts render none of it.
+*/}}
+{{- define "apw.perServiceAccount" -}}
+{{- $on := false }}
+{{- range .Values.config.instances }}
+{{- if eq (toString (default "webhook" .identity)) "serviceAccount" }}
+{{- $on = true }}
+{{- end }}
+{{- end }}
+{{- if $on }}true{{ end }}
+{{- end }}
+
+{{/*
+Prefixes of the per-ServiceAccount pull Secrets, "<secretName>-" of each serviceAccount instance, as a JSON list:
+a ServiceAccount's Secret is <secretName>-<serviceAccount>, cut to 236 characters and ending in a hash when longer
+than 253: it keeps the prefix as long as secretName has at most 234 characters.
+*/}}
+{{- define "apw.perServiceAccountPrefixes" -}}
+{{- $prefixes := list }}
+{{- range .Values.config.instances }}
+{{- if eq (toString (default "webhook" .identity)) "serviceAccount" }}
+{{- $prefixes = append $prefixes (printf "%s-" (default "artifactory-pull" .secretName)) }}
+{{- end }}
+{{- end }}
+{{- toJson (uniq $prefixes) }}
+{{- end }}
+
+{{/* Namespaces whose pods the webhook never mutates: webhook.excludeNamespaces and the release namespace. */}}
+{{- define "apw.excludedNamespaces" -}}
+{{- uniq (append .Values.webhook.excludeNamespaces .Release.Namespace) | toJson }}
+{{- end }}

@@ -96,8 +96,21 @@ type RoleCredentials struct {
 
 	mu      sync.Mutex
 	proven  map[Identity]aws.Credentials
+	refused map[Identity]refusal
 	flights singleflight.Group
 }
+
+// refusal is a ServiceAccount's refused proof, answered again without
+// asking until the time given.
+type refusal struct {
+	err   error
+	until time.Time
+}
+
+// refusalMemory is how long a refused proof is answered from memory: pods
+// of a ServiceAccount naming a role that does not trust it cost one
+// TokenRequest and one STS call per this time, not one per pod.
+const refusalMemory = 15 * time.Second
 
 const (
 	// stsCredentialLifetime is how long assumed-role credentials are asked
@@ -117,7 +130,8 @@ func NewRoleCredentials(o AWSOptions, tokens ServiceAccountTokens) (*RoleCredent
 	if tokens == nil {
 		return nil, errors.New("a ServiceAccount token source is required")
 	}
-	return &RoleCredentials{sts: stsClient(o), tokens: tokens, now: time.Now, proven: map[Identity]aws.Credentials{}}, nil
+	return &RoleCredentials{sts: stsClient(o), tokens: tokens, now: time.Now, proven: map[Identity]aws.Credentials{},
+		refused: map[Identity]refusal{}}, nil
 }
 
 // Prove makes sure STS lets id's ServiceAccount assume id's role, asking it
@@ -142,9 +156,13 @@ func (r *RoleCredentials) Provider(id Identity) aws.CredentialsProvider {
 func (r *RoleCredentials) credentials(ctx context.Context, id Identity) (aws.Credentials, error) {
 	r.mu.Lock()
 	c, ok := r.proven[id]
+	no, wasRefused := r.refused[id]
 	r.mu.Unlock()
 	if ok && r.now().Add(proofMargin).Before(c.Expires) {
 		return c, nil
+	}
+	if wasRefused && r.now().Before(no.until) {
+		return aws.Credentials{}, no.err
 	}
 	// One proof per ServiceAccount at a time, detached from the first
 	// caller: its deadline must not fail the others, and each caller waits
@@ -169,11 +187,18 @@ func (r *RoleCredentials) credentials(ctx context.Context, id Identity) (aws.Cre
 				delete(r.proven, k)
 			}
 		}
+		for k, v := range r.refused {
+			if !now.Before(v.until) {
+				delete(r.refused, k)
+			}
+		}
 		switch {
 		case err == nil:
 			r.proven[id] = c
+			delete(r.refused, id)
 		case refused(err):
 			delete(r.proven, id) // the trust was withdrawn, or the ServiceAccount is gone
+			r.refused[id] = refusal{err: err, until: now.Add(refusalMemory)}
 		default:
 			if old, ok := r.proven[id]; ok && now.Before(old.Expires) {
 				return old, nil // a passing failure: the proof still holds until it expires
@@ -297,6 +322,9 @@ func ServiceAccountIdentity(namespace, name string, annotations map[string]strin
 		return Identity{}, fmt.Errorf("%w: ServiceAccount %s/%s has no %s annotation", ErrNoRole, namespace, name, RoleARNAnnotation)
 	}
 	if !RoleARNPattern.MatchString(role) {
+		if len(role) > 100 {
+			role = role[:100] + "..." // a tenant's annotation: not repeated at any length
+		}
 		return Identity{}, fmt.Errorf("ServiceAccount %s/%s: annotation %s is %q, %w (arn:aws:iam::<account>:role/<name>)",
 			namespace, name, RoleARNAnnotation, role, ErrBadRole)
 	}

@@ -209,11 +209,18 @@ func TestProveIsPerServiceAccountAndLastsAsLongAsItsCredentials(t *testing.T) {
 	if err := roles.Prove(ctx, api); err == nil {
 		t.Error("proof after the trust was withdrawn succeeded")
 	}
+	// Asked again at once (a burst of pods): the refusal is answered from
+	// memory, no TokenRequest, no STS call.
 	stsFake.mu.Lock()
 	stsFake.deny = false
 	stsFake.mu.Unlock()
-	now = now.Add(-30 * time.Minute) // back inside the old credentials' life: they are gone all the same
 	before := stsFake.count()
+	if err := roles.Prove(ctx, api); err == nil || !strings.Contains(err.Error(), "AccessDenied") || stsFake.count() != before {
+		t.Errorf("proof right after a refusal: %v, %d new STS calls; want the refusal again and no call", err, stsFake.count()-before)
+	}
+	// Once the memory lapses it asks anew — the refused proof's credentials
+	// were not kept, though they had not expired.
+	now = now.Add(refusalMemory)
 	if err := roles.Prove(ctx, api); err != nil || stsFake.count() != before+1 {
 		t.Errorf("proof after a refusal: %v, %d new STS calls; want a new proof, not the refused one kept", err, stsFake.count()-before)
 	}

@@ -22,6 +22,10 @@ const (
 	OutcomeSkippedOptOut    = "skipped_optout"
 	OutcomeSkippedOperation = "skipped_operation"
 	OutcomeFailedOpen       = "failed_open"
+	// OutcomeSkippedNoRole: the pod's ServiceAccount names no role for an
+	// instance with identity serviceAccount and fallback none, and it got
+	// no Secret (a choice of configuration, not a failure).
+	OutcomeSkippedNoRole = "skipped_no_role"
 )
 
 // Metrics holds the collectors. Use New.
@@ -39,6 +43,8 @@ type Metrics struct {
 	adoptions         *prometheus.CounterVec
 	lifecycle         *prometheus.CounterVec
 	roleProofs        *prometheus.CounterVec
+	mu                sync.Mutex
+	roles             map[string]struct{} // named by roleProofs
 }
 
 // Actions of the Secret refresher (label "action" of lifecycle_actions_total).
@@ -93,10 +99,11 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "artifactory_pull_token_adoptions_total",
 			Help: "Tokens taken from the checkpoint (minted by another replica) instead of exchanging, by instance.",
 		}, []string{"instance"}),
+		roles: map[string]struct{}{},
 		roleProofs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "artifactory_pull_role_assumptions_total",
 			Help: "sts:AssumeRoleWithWebIdentity calls for ServiceAccounts' roles (identity serviceAccount), by role and result " +
-				"(success, refused, error). The role is named on success only (roles that trust a ServiceAccount of the cluster); " +
+				"(success, refused, error). The role is named on success only, for the first 32 roles (then \"other\"); " +
 				"every failure counts under role \"unproven\", so annotations naming arbitrary roles add no series.",
 		}, []string{"role", "result"}),
 		lifecycle: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -210,15 +217,34 @@ const (
 	RoleUnproven = "unproven"
 )
 
+// MaxRoleLabels is how many distinct roles RoleAssumption names; later
+// ones count under RoleOther. (A role that trusts a ServiceAccount can be
+// made in any AWS account: tenants must not add series at will.)
+const MaxRoleLabels = 32
+
+// RoleOther is the role label of successful assumptions beyond MaxRoleLabels roles.
+const RoleOther = "other"
+
 // RoleAssumption counts one sts:AssumeRoleWithWebIdentity for a
-// ServiceAccount's role: result "success" (labelled with role), RoleRefused
-// or RoleError (labelled RoleUnproven).
+// ServiceAccount's role: result "success" (labelled with role, for the
+// first MaxRoleLabels roles), RoleRefused or RoleError (labelled
+// RoleUnproven).
 func (m *Metrics) RoleAssumption(role, result string) {
 	if m == nil {
 		return
 	}
 	if result != "success" {
 		role = RoleUnproven
+	} else {
+		m.mu.Lock()
+		if _, ok := m.roles[role]; !ok {
+			if len(m.roles) < MaxRoleLabels {
+				m.roles[role] = struct{}{}
+			} else {
+				role = RoleOther
+			}
+		}
+		m.mu.Unlock()
 	}
 	m.roleProofs.WithLabelValues(role, result).Inc()
 }

@@ -118,7 +118,8 @@ func TestServiceAccountSecretsCountForTheGaugeAndKeepTheirLabel(t *testing.T) {
 	if err := h.api.Update(ctx, &s); err != nil {
 		t.Fatal(err)
 	}
-	h.tokens.cred = credAt(t0, "second-token")
+	// Same token: the label alone makes the refresher rewrite it (out of
+	// the per-ServiceAccount informer, nothing else would look at it).
 	if _, err := h.store.SyncAs(ctx, ns, perSA, api); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,29 @@ func TestServiceAccountSecretsCountForTheGaugeAndKeepTheirLabel(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.Labels[LabelPerServiceAccount] != "true" {
-		t.Errorf("labels after a refresh %v, want %s restored", s.Labels, LabelPerServiceAccount)
+		t.Errorf("labels after a sync %v, want %s restored", s.Labels, LabelPerServiceAccount)
+	}
+	// An admission does not see it (the per-ServiceAccount cache selects
+	// by the label): its write finds it on the API server, current but for
+	// the label, and restores that.
+	delete(s.Labels, LabelPerServiceAccount)
+	if err := h.api.Update(ctx, &s); err != nil {
+		t.Fatal(err)
+	}
+	tg := newTarget(perSA, api)
+	desired, err := h.store.build(ns, tg, h.tokens.cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current := func(*corev1.Secret) bool { return false } // the token it holds needs no write
+	if _, err := h.store.update(ctx, admissionWriter, client.ObjectKeyFromObject(desired), desired, current); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.api.Get(ctx, client.ObjectKey{Namespace: ns, Name: "artifactory-pull-api"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Labels[LabelPerServiceAccount] != "true" {
+		t.Errorf("labels after an admission's write %v, want %s restored", s.Labels, LabelPerServiceAccount)
 	}
 }
 

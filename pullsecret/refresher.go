@@ -299,15 +299,18 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if err := r.reader.Get(ctx, client.ObjectKey{Name: req.Namespace}, ns); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.remember(req.NamespacedName, nil)
+			r.forgetRefusals(req.NamespacedName)
 			return reconcile.Result{}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("reading namespace %s: %w", req.Namespace, err)
 	}
 	if ns.DeletionTimestamp != nil {
 		r.remember(req.NamespacedName, nil) // its Secrets go with it
+		r.forgetRefusals(req.NamespacedName)
 		return reconcile.Result{}, nil
 	}
-	if ns.Labels[r.nsKey] != r.nsValue {
+	optedIn := ns.Labels[r.nsKey] == r.nsValue
+	if !optedIn && t.id.IsWebhook() {
 		return r.optedOut(ctx, ns, t, req.NamespacedName)
 	}
 
@@ -321,7 +324,10 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if !present && !r.remembered(req.NamespacedName) {
 		return reconcile.Result{}, nil // never ours here: admission creates it when a pod needs it
 	}
+	held := t // what the Secret holds
 	if !t.id.IsWebhook() {
+		// A ServiceAccount that went or gave up its role takes its Secret
+		// with it, opted in or not, cleanup or not.
 		id, err := r.sas.Confirmed(ctx, req.Namespace, t.id.ServiceAccount)
 		switch {
 		case errors.Is(err, credentials.ErrNoRole), errors.Is(err, credentials.ErrBadRole):
@@ -329,9 +335,24 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		case err != nil:
 			return reconcile.Result{}, err // reading the ServiceAccount failed: the controller's rate limiter retries
 		}
+		if !optedIn {
+			return r.optedOut(ctx, ns, t, req.NamespacedName)
+		}
 		t = newTarget(inst, id) // the role it names now
 	}
 	res, err := r.store.sync(ctx, req.Namespace, t)
+	if err != nil && !t.id.IsWebhook() && errors.Is(err, ErrNoToken) {
+		// No token as the role the ServiceAccount names now: a Secret of
+		// the role it gave up, or one that has expired, must not stay.
+		if held.id.RoleARN != t.id.RoleARN {
+			return r.serviceAccountGone(ctx, ns, held, req.NamespacedName,
+				fmt.Errorf("ServiceAccount %s now names role %s, and no token could be had as it: %w", t.id.ServiceAccount, t.id.RoleARN, err))
+		}
+		if sec, cerr := r.store.cached(ctx, req.NamespacedName); cerr == nil && sec != nil && !r.store.valid(sec, held) {
+			return r.serviceAccountGone(ctx, ns, held, req.NamespacedName,
+				fmt.Errorf("its token expired and could not be refreshed: %w", err))
+		}
+	}
 	if err != nil {
 		return r.failed(ns, t, req.NamespacedName, err)
 	}
@@ -487,10 +508,10 @@ func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, t target, key types
 	r.event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh,
 		"could not refresh pull secret %s of instance %s%s: %v", key.Name, inst.Name, t.asWhom(), err)
 	after := r.retryAfter(t)
-	if !t.id.IsWebhook() && r.retry.LastError(r.key(t)) == nil {
-		// Not the role's exchange but this ServiceAccount's proof failed
-		// (its token, or STS refusing the role): the role's backoff does not
-		// pace it, its own does.
+	if !t.id.IsWebhook() {
+		// The failure may be this ServiceAccount's proof (its token, or STS
+		// refusing the role), which the role's backoff does not pace: its
+		// own does.
 		after = max(after, r.refusal(key))
 	}
 	return reconcile.Result{RequeueAfter: after}, nil

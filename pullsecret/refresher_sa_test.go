@@ -138,3 +138,62 @@ func TestRefresherDeletesTheSecretOfADeletedServiceAccount(t *testing.T) {
 		t.Error("no Event for the deletion")
 	}
 }
+
+// A ServiceAccount that switches to a role it cannot assume does not keep
+// pulling as the role it gave up; nor does a Secret stay once its token
+// expired unrefreshed (an expired Secret pulls nothing, and would hold the
+// expiry gauge at "expired").
+func TestRefresherDeletesASecretOfARoleGivenUpOrExpiredWhenNoTokenCanBeHad(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(h *harness, sa *corev1.ServiceAccount)
+	}{
+		{"switched to a role it cannot assume", func(h *harness, sa *corev1.ServiceAccount) {
+			sa.Annotations[config.RoleARNAnnotation] = "arn:aws:iam::123456789012:role/not-trusting"
+		}},
+		{"expired, refresh refused", func(h *harness, _ *corev1.ServiceAccount) { h.now = t0.Add(2 * time.Hour) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, interceptor.Funcs{}, namespaceWith(optedInLabels), saObject(ns, "api", map[string]string{config.RoleARNAnnotation: teamRole}))
+			rh, inst := perSARefresher(t, h)
+			ctx := context.Background()
+			if _, err := h.store.EnsureAs(ctx, ns, inst, credentials.Identity{RoleARN: teamRole, Namespace: ns, ServiceAccount: "api"}, false); err != nil {
+				t.Fatal(err)
+			}
+			sa := &corev1.ServiceAccount{}
+			if err := h.api.Get(ctx, client.ObjectKey{Namespace: ns, Name: "api"}, sa); err != nil {
+				t.Fatal(err)
+			}
+			tc.change(h, sa)
+			if err := h.api.Update(ctx, sa); err != nil {
+				t.Fatal(err)
+			}
+			h.tokens.err = errors.New("sts:AssumeRoleWithWebIdentity: AccessDenied")
+			key := types.NamespacedName{Namespace: ns, Name: "artifactory-pull-api"}
+			if _, err := rh.r.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
+				t.Fatal(err)
+			}
+			var s corev1.Secret
+			if err := h.api.Get(ctx, key, &s); err == nil {
+				t.Errorf("Secret still there, holding %s", s.Annotations[AnnotationIdentity])
+			}
+		})
+	}
+	// A refused refresh of a still-valid Secret of the role it names keeps it.
+	h := newHarness(t, interceptor.Funcs{}, namespaceWith(optedInLabels), saObject(ns, "api", map[string]string{config.RoleARNAnnotation: teamRole}))
+	rh, inst := perSARefresher(t, h)
+	ctx := context.Background()
+	if _, err := h.store.EnsureAs(ctx, ns, inst, credentials.Identity{RoleARN: teamRole, Namespace: ns, ServiceAccount: "api"}, false); err != nil {
+		t.Fatal(err)
+	}
+	h.now = t0.Add(50 * time.Minute)
+	h.tokens.err = errors.New("sts:AssumeRoleWithWebIdentity: AccessDenied")
+	key := types.NamespacedName{Namespace: ns, Name: "artifactory-pull-api"}
+	if _, err := rh.r.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
+		t.Fatal(err)
+	}
+	var s corev1.Secret
+	if err := h.api.Get(ctx, key, &s); err != nil {
+		t.Errorf("a still-valid Secret was deleted after one refused refresh: %v", err)
+	}
+}

@@ -513,7 +513,7 @@ func (s *Store) update(ctx context.Context, w writer, key types.NamespacedName, 
 			wrongType = next // immutable: only a new Secret can fix it
 			return nil
 		}
-		if !stale(next) {
+		if !stale(next) && hasLabels(next, desired.Labels) {
 			action = ActionReused
 			return nil
 		}
@@ -719,4 +719,16 @@ func (t target) asWhom() string {
 		return ""
 	}
 	return fmt.Sprintf(" as ServiceAccount %s (role %s)", t.id.ServiceAccount, t.id.RoleARN)
+}
+
+// hasLabels reports whether sec carries every label of want: a Secret of
+// a ServiceAccount's identity that lost its label is out of the informer
+// that selects by it, and is rewritten even when its token is current.
+func hasLabels(sec *corev1.Secret, want map[string]string) bool {
+	for k, v := range want {
+		if sec.Labels[k] != v {
+			return false
+		}
+	}
+	return true
 }

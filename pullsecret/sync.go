@@ -144,6 +144,7 @@ func (s *Store) deleteOwned(ctx context.Context, key types.NamespacedName) (stri
 func (s *Store) carries(cur *corev1.Secret, t target, cred credentials.Credential) bool {
 	a := cur.Annotations
 	if cur.Type != corev1.SecretTypeDockerConfigJson || !s.owns(cur) || !describes(a, t) ||
+		(!t.id.IsWebhook() && cur.Labels[LabelPerServiceAccount] != "true") ||
 		a[AnnotationFingerprint] != s.prints[t.inst.Name] ||
 		a[AnnotationIssuedAt] != formatTime(cred.IssuedAt) || a[AnnotationExpiresAt] != formatTime(cred.Expiry) {
 		return false
@@ -186,7 +187,7 @@ type contentDigest struct {
 // cares: type, label, its annotations and exactly the one data key, whose
 // content is compared by digest (a cached Secret carries only that).
 func sameContent(cur, desired *corev1.Secret) bool {
-	if cur.Type != desired.Type || !isManaged(cur) {
+	if cur.Type != desired.Type || !hasLabels(cur, desired.Labels) {
 		return false
 	}
 	for k, v := range desired.Annotations {

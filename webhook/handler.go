@@ -133,6 +133,10 @@ type decision struct {
 	outcome   string
 	dryRun    bool
 	err       error
+	// noRole: an instance was left out because the ServiceAccount names no
+	// role; reason says so in the log line.
+	noRole bool
+	reason string
 }
 
 // Handle answers one admission review. It never denies: every failure
@@ -204,8 +208,11 @@ func (h *Handler) review(ctx context.Context, req admission.Request, d *decision
 	// 6. Patch.
 	ops := p.pullSecretPatch(names)
 	d.outcome = metrics.OutcomePatched
-	if failed && len(ops) == 0 {
+	switch {
+	case failed && len(ops) == 0:
 		d.outcome = metrics.OutcomeFailedOpen
+	case d.noRole && len(ops) == 0:
+		d.outcome = metrics.OutcomeSkippedNoRole
 	}
 	return admission.Patched("", ops...).WithWarnings(cleanWarnings(warnings)...)
 }
@@ -216,10 +223,9 @@ func (h *Handler) review(ctx context.Context, req admission.Request, d *decision
 // instance adds a warning (and an Event unless the Secret is foreign, or
 // the ServiceAccount names no role) and sets failed.
 func (h *Handler) pullSecrets(ctx context.Context, ns *metav1.PartialObjectMetadata, serviceAccount string, matched []int, d *decision, warnings *[]string) (names []string, failed bool) {
-	jobs := h.identities(ctx, d.namespace, serviceAccount, matched, d, warnings)
-	if len(jobs) < len(matched) {
-		failed = true
-	}
+	jobs, noRole, bad := h.identities(ctx, d.namespace, serviceAccount, matched, d, warnings)
+	failed = bad
+	d.noRole = noRole
 	for _, r := range h.ensureAll(ctx, d.namespace, jobs, d.dryRun) {
 		inst := h.instances[r.instance]
 		secretName := cmp.Or(r.result.SecretName, inst.SecretName)
@@ -333,7 +339,11 @@ type job struct {
 // ServiceAccount names no role falls back to the webhook's identity when
 // configured so; otherwise it gets no job, and a warning that says what is
 // missing.
-func (h *Handler) identities(ctx context.Context, namespace, serviceAccount string, matched []int, d *decision, warnings *[]string) []job {
+//
+// noRole reports an instance left out because the ServiceAccount names no
+// role (fallback none: configured, not a failure); failed one left out for
+// any other reason (a malformed role, an unreadable ServiceAccount).
+func (h *Handler) identities(ctx context.Context, namespace, serviceAccount string, matched []int, d *decision, warnings *[]string) (jobs []job, noRole, failed bool) {
 	if serviceAccount == "" {
 		serviceAccount = "default"
 	}
@@ -342,7 +352,7 @@ func (h *Handler) identities(ctx context.Context, namespace, serviceAccount stri
 		id       credentials.Identity
 		err      error
 	)
-	jobs := make([]job, 0, len(matched))
+	jobs = make([]job, 0, len(matched))
 	for _, i := range matched {
 		inst := h.instances[i]
 		if !inst.PerServiceAccount() {
@@ -358,18 +368,23 @@ func (h *Handler) identities(ctx context.Context, namespace, serviceAccount stri
 			jobs = append(jobs, job{instance: i, id: id})
 		case errors.Is(err, credentials.ErrNoRole) && inst.Fallback == config.FallbackWebhook:
 			jobs = append(jobs, job{instance: i})
-		case errors.Is(err, credentials.ErrNoRole), errors.Is(err, credentials.ErrBadRole):
-			d.err = errors.Join(d.err, err)
+		case errors.Is(err, credentials.ErrNoRole):
+			noRole, d.reason = true, err.Error()
 			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s, which pulls as the pod's ServiceAccount: %v; "+
 				"annotate ServiceAccount %s with %s: <IAM role ARN>, or set the instance's fallback: webhook",
 				warnPrefix, inst.Name, err, serviceAccount, config.RoleARNAnnotation))
+		case errors.Is(err, credentials.ErrBadRole):
+			failed, d.err = true, errors.Join(d.err, err)
+			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s, which pulls as the pod's ServiceAccount: %v; "+
+				"correct the annotation %s of ServiceAccount %s (no fallback applies to a malformed role)",
+				warnPrefix, inst.Name, err, config.RoleARNAnnotation, serviceAccount))
 		default:
-			d.err = errors.Join(d.err, err)
+			failed, d.err = true, errors.Join(d.err, err)
 			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s: could not read ServiceAccount %s: %v",
 				warnPrefix, inst.Name, serviceAccount, err))
 		}
 	}
-	return jobs
+	return jobs, noRole, failed
 }
 
 // asWhom is " as ServiceAccount <name> (role <arn>)" for a ServiceAccount's
@@ -455,6 +470,9 @@ func (h *Handler) logDecision(d decision) {
 	kv := []any{"namespace", d.namespace, "pod", d.pod, "instances", d.instances, "outcome", d.outcome}
 	if d.dryRun {
 		kv = append(kv, "dryRun", true)
+	}
+	if d.reason != "" {
+		kv = append(kv, "reason", d.reason)
 	}
 	switch {
 	case d.err != nil:

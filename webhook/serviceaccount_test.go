@@ -206,3 +206,25 @@ func TestNewHandlerNeedsServiceAccountsForServiceAccountInstances(t *testing.T) 
 		t.Errorf("err = %v", err)
 	}
 }
+
+// A ServiceAccount without a role under fallback none is a configured
+// outcome, not a failure: no failed_open, no Event.
+func TestHandleServiceAccountWithoutRoleIsSkippedNotFailed(t *testing.T) {
+	cfg, err := config.Parse([]byte(perSAConfigYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := fakeReader(namespaceObject(testNamespace, optedIn()), serviceAccount("plain", nil))
+	h, reg := testHandler(t, &fakeSecrets{}, func(o *Options) {
+		o.Config, o.ServiceAccounts = cfg, pullsecret.NewServiceAccounts(reader, nil, "", nil)
+	})
+	resp := h.Handle(context.Background(), podRequest(t, testNamespace, podAs("plain", mainImage)))
+	assertAllowedUnchanged(t, resp)
+	assertWarning(t, resp, "has no eks.amazonaws.com/role-arn annotation")
+	if got := admissions(t, reg, metrics.OutcomeSkippedNoRole); got != 1 {
+		t.Errorf("skipped_no_role = %v, want 1", got)
+	}
+	if got := admissions(t, reg, metrics.OutcomeFailedOpen); got != 0 {
+		t.Errorf("failed_open = %v, want 0: no role under fallback none is configured, not a failure", got)
+	}
+}

@@ -29,6 +29,20 @@ const (
 	refreshFraction = 0.5 // refreshThreshold: rotate halfway through a token's life
 	warmNamespaces  = 16
 	mainSecret      = "artifactory-pull"
+
+	// Instance "team" mints as the pod's ServiceAccount (identity
+	// serviceAccount): the benchmark pod's ServiceAccount (podTemplate's
+	// serviceAccountName) carries teamRole, which STS lets the
+	// ServiceAccounts of the per-ServiceAccount namespaces assume and
+	// Artifactory maps to teamUser. One role for all of them: they share its
+	// token.
+	teamHost         = "team.registry.test"
+	teamSecretPrefix = "artifactory-pull-team"
+	podSA            = "checkout"
+	teamSecret       = teamSecretPrefix + "-" + podSA // <secretName>-<ServiceAccount>
+	teamRole         = "arn:aws:iam::111122223333:role/bench-team-puller"
+	teamUser         = "bench-team-puller"
+	warmSAPrefix     = "bench-warm-sa"
 )
 
 // bench is the running stack, the webhook under test and the reference
@@ -69,6 +83,8 @@ func newBench(ctx context.Context, o options) (_ *bench, err error) {
 		return nil, fmt.Errorf("starting the stack: %w", err)
 	}
 	b.host = b.stack.Emu.Registry.Host()
+	b.stack.Emu.STS.SetTrust(teamRole, "system:serviceaccount:"+warmSAPrefix+"-*:"+podSA)
+	b.stack.Emu.Artifactory.SetMapping(teamRole, teamUser)
 	cfg := rest.CopyConfig(b.stack.Cluster.Config)
 	cfg.QPS = -1 // setup creates thousands of objects: no client-side throttling
 	if b.kube, err = kubernetes.NewForConfig(cfg); err != nil {
@@ -102,7 +118,9 @@ func newBench(ctx context.Context, o options) (_ *bench, err error) {
 
 // config is the stack's configuration with an extra instance whose tokens
 // live 20 s, so that a rotation happens within the run (backoffCap must
-// stay below the 10 s left to refresh them).
+// stay below the 10 s left to refresh them), and one that mints as the
+// pod's ServiceAccount (fallback none: a pod whose ServiceAccount names no
+// role gets no Secret, so a scenario that fell back could not pass).
 func (b *bench) config() string {
 	s := b.stack
 	return fmt.Sprintf(`instances:
@@ -117,6 +135,13 @@ func (b *bench) config() string {
   tokenTTL: %[5]s
   caBundle: %[3]s
   secretName: artifactory-pull-rotate
+- name: team
+  url: %[1]s
+  registryHosts: [%[8]q]
+  tokenTTL: 1h
+  caBundle: %[3]s
+  secretName: %[9]s
+  identity: serviceAccount
 aws:
   authType: podIdentity
   stsEndpoint: %[6]s
@@ -124,7 +149,7 @@ refreshThreshold: %[7]v
 backoffCap: 5s
 requestTimeout: 5s
 `, s.Emu.Artifactory.URL(), b.host, filepath.Join(s.Dir, "artifactory-ca.pem"), rotateHost, rotateTTL,
-		s.Emu.STS.URL(), refreshFraction)
+		s.Emu.STS.URL(), refreshFraction, teamHost, teamSecretPrefix)
 }
 
 // startReference runs this program again as the reference webhooks'
@@ -238,6 +263,18 @@ func (b *bench) createNamespaces(ctx context.Context, prefix string, n int, secr
 		return nil, err
 	}
 	return names, b.waitCached(ctx, prefix)
+}
+
+// createServiceAccounts creates ServiceAccount name, with annotations, in
+// each of namespaces.
+func (b *bench) createServiceAccounts(ctx context.Context, namespaces []string, name string, annotations map[string]string) error {
+	return parallel(ctx, 32, len(namespaces), func(i int) error {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespaces[i], Annotations: annotations}}
+		if _, err := b.kube.CoreV1().ServiceAccounts(namespaces[i]).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("creating ServiceAccount %s/%s: %w", namespaces[i], name, err)
+		}
+		return nil
+	})
 }
 
 // waitCached returns once the webhook's informer has seen every namespace

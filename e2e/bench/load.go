@@ -42,7 +42,8 @@ func newTarget(url string, caPEM []byte, maxConc int) (*target, error) {
 
 // want is what every answer of a run must say.
 type want struct {
-	patched bool // a JSON patch is expected
+	patched bool   // a JSON patch is expected
+	secret  string // when set, the patch must add this pull Secret (checked on fully decoded answers)
 }
 
 // runResult is one measured run: n requests at a fixed concurrency.
@@ -135,6 +136,9 @@ func (t *target) post(ctx context.Context, body []byte, w want, full bool) error
 	}
 	if rev.Response == nil || !rev.Response.Allowed || (w.patched && rev.Response.PatchType == nil) {
 		return fmt.Errorf("%s: unexpected answer (want patched=%v): %.300s", t.url, w.patched, out)
+	}
+	if w.secret != "" && !bytes.Contains(rev.Response.Patch, []byte(`{"name":"`+w.secret+`"}`)) {
+		return fmt.Errorf("%s: the patch does not add pull Secret %s: %s", t.url, w.secret, rev.Response.Patch)
 	}
 	if len(rev.Response.Warnings) > 0 {
 		return fmt.Errorf("%s: answer carries warnings: %q", t.url, rev.Response.Warnings)

@@ -86,7 +86,7 @@ func run(ctx context.Context, o options) error {
 	defer b.close()
 	var r report
 	r.Options = o
-	if r.Runs, r.APIRequestsPer1000Warm, err = b.latency(ctx); err != nil {
+	if r.Runs, r.Warm, err = b.latency(ctx); err != nil {
 		return err
 	}
 	if r.Rotation, err = b.rotation(ctx); err != nil {

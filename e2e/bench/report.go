@@ -16,13 +16,13 @@ import (
 
 // report is everything one benchmark run measured.
 type report struct {
-	Options                options
-	Runs                   []scenarioRun
-	APIRequestsPer1000Warm float64
-	Rotation               rotationResult
-	Memory                 memoryResult
-	Micro                  microResult
-	Took                   time.Duration
+	Options  options
+	Runs     []scenarioRun
+	Warm     warmCosts
+	Rotation rotationResult
+	Memory   memoryResult
+	Micro    microResult
+	Took     time.Duration
 }
 
 // find returns the run of scenario at conc.
@@ -61,18 +61,29 @@ func (r *report) budgetLevel() int {
 func (r *report) figures() map[string]float64 {
 	c := r.budgetLevel()
 	warmP99, warmTP := r.ratios(scWarm, c)
+	warmSAP99, warmSATP := r.ratios(scWarmSA, c)
 	noMatchP99, noMatchTP := r.ratios(scNoMatch, c)
 	coldP99, coldTP := r.ratios(scCold, c)
 	_, decodeTP := r.ratios(scDecode, c)
 	return map[string]float64{
 		"warm_p99_ratio":                    warmP99,
 		"warm_throughput_ratio":             warmTP,
+		"warm_sa_p99_ratio":                 warmSAP99,
+		"warm_sa_throughput_ratio":          warmSATP,
 		"nomatch_p99_ratio":                 noMatchP99,
 		"nomatch_throughput_ratio":          noMatchTP,
 		"cold_p99_ratio":                    coldP99,
 		"cold_throughput_ratio":             coldTP,
 		"decode_throughput_ratio":           decodeTP,
-		"api_requests_per_1000_warm":        r.APIRequestsPer1000Warm,
+		"api_requests_per_1000_warm":        r.Warm.APIPer1000,
+		"exchanges_per_1000_warm":           r.Warm.ExchangesPer1000,
+		"api_requests_per_1000_warm_sa":     r.Warm.SAAPIPer1000,
+		"exchanges_per_1000_warm_sa":        r.Warm.SAExchangesPer1000,
+		"role_assumptions_per_1000_warm_sa": r.Warm.SAAssumePer1000,
+		"warm_sa_prime_service_accounts":    float64(r.Warm.SAPrime.ServiceAccounts),
+		"warm_sa_prime_api_requests":        r.Warm.SAPrime.APIRequests,
+		"warm_sa_prime_exchanges":           r.Warm.SAPrime.Exchanges,
+		"warm_sa_prime_role_assumptions":    r.Warm.SAPrime.Assumed,
 		"exchanges_1000_pods_100_ns":        float64(r.Rotation.MintExchanges),
 		"exchanges_per_rotation":            float64(r.Rotation.RotationExchanges),
 		"secret_writes_per_ns_first_mint":   r.Rotation.MintWritesPerNS,
@@ -97,8 +108,12 @@ type budget struct {
 var budgets = []budget{
 	{"warm p99 / floor p99", "warm_p99_ratio", func(v float64) bool { return v <= 1.5 }, "≤ 1.5", "%.2f"},
 	{"warm throughput / floor throughput", "warm_throughput_ratio", func(v float64) bool { return v >= 0.75 }, "≥ 0.75", "%.2f"},
+	{"warm-sa (per-ServiceAccount) p99 / floor p99", "warm_sa_p99_ratio", func(v float64) bool { return v <= 1.5 }, "≤ 1.5", "%.2f"},
+	{"warm-sa throughput / floor throughput", "warm_sa_throughput_ratio", func(v float64) bool { return v >= 0.75 }, "≥ 0.75", "%.2f"},
 	{"no-match p99 / floor p99", "nomatch_p99_ratio", func(v float64) bool { return v <= 1.25 }, "≤ 1.25", "%.2f"},
 	{"API requests per 1,000 warm admissions", "api_requests_per_1000_warm", func(v float64) bool { return v == 0 }, "0", "%.1f"},
+	{"API requests per 1,000 warm-sa admissions", "api_requests_per_1000_warm_sa", func(v float64) bool { return v == 0 }, "0", "%.1f"},
+	{"token exchanges per 1,000 warm-sa admissions", "exchanges_per_1000_warm_sa", func(v float64) bool { return v == 0 }, "0", "%.1f"},
 	{"exchanges, pods over fresh namespaces, 1 identity", "exchanges_1000_pods_100_ns", func(v float64) bool { return v == 1 }, "1", "%.0f"},
 	{"exchanges per rotation (same pods again)", "exchanges_per_rotation", func(v float64) bool { return v == 1 }, "1", "%.0f"},
 	{"Secret writes per namespace per rotation", "secret_writes_per_ns_per_rotation", func(v float64) bool { return v <= 1 }, "≤ 1", "%.2f"},
@@ -137,6 +152,13 @@ func (r *report) print(w io.Writer) {
 		f["decode_throughput_ratio"], f["cold_p99_ratio"], f["secret_writes_per_ns_first_mint"], f["heap_bytes_per_managed_ns"], r.Memory.HeapMetric,
 		r.Memory.BaselineRSS/(1<<20), r.Memory.RSS/(1<<20), r.Memory.BaselineHeap/(1<<20), r.Memory.Heap/(1<<20),
 		r.Micro.NsPerOp/1000, r.Micro.BytesPerOp)
+	p := r.Warm.SAPrime
+	fmt.Fprintf(w, "\nPer-ServiceAccount (warm-sa: an instance with identity serviceAccount; pods of ServiceAccount %s, annotated with one role, "+
+		"over %d opted-in namespaces): per 1,000 warm admissions %.1f API requests, %.1f exchanges, %.1f sts:AssumeRoleWithWebIdentity "+
+		"(warm: %.1f API requests, %.1f exchanges); the first admission of each of the %d ServiceAccounts (TokenRequest, role assumption, "+
+		"Secret write) cost %.0f API requests, %.0f exchange(s) and %.0f role assumptions in all.\n",
+		podSA, p.ServiceAccounts, f["api_requests_per_1000_warm_sa"], f["exchanges_per_1000_warm_sa"], f["role_assumptions_per_1000_warm_sa"],
+		f["api_requests_per_1000_warm"], f["exchanges_per_1000_warm"], p.ServiceAccounts, p.APIRequests, p.Exchanges, p.Assumed)
 }
 
 // write stores the figures, the runs and the machine as JSON at path

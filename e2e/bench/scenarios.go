@@ -9,7 +9,13 @@ import (
 	"strconv"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
 
 // Scenario names, in the order they run at each concurrency level.
@@ -17,6 +23,7 @@ const (
 	scFloor   = "floor"
 	scDecode  = "decode"
 	scWarm    = "warm"
+	scWarmSA  = "warm-sa" // warm, instance identity serviceAccount
 	scNoMatch = "no-match"
 	scCold    = "cold"
 )
@@ -38,27 +45,96 @@ func newRun(scenario string, conc int, r runResult) scenarioRun {
 		P50: ms(r.percentile(0.50)), P99: ms(r.percentile(0.99)), P999: ms(r.percentile(0.999))}
 }
 
+// warmCosts is what warm admissions cost beyond their latency: API requests
+// (client-go's count in the webhook), token exchanges (Artifactory) and
+// sts:AssumeRoleWithWebIdentity calls (STS), per 1,000 measured admissions
+// of the warm and the per-ServiceAccount warm scenario; and what priming the
+// per-ServiceAccount namespaces cost (one first admission each).
+type warmCosts struct {
+	APIPer1000, ExchangesPer1000, AssumePer1000       float64
+	SAAPIPer1000, SAExchangesPer1000, SAAssumePer1000 float64
+	SAPrime                                           primeCost
+}
+
+// primeCost is what the first admission of ServiceAccounts, each in its
+// namespace and all naming one role, cost.
+type primeCost struct {
+	ServiceAccounts                 int
+	APIRequests, Exchanges, Assumed float64
+}
+
+// counters are the webhook's API requests, the exchanges Artifactory
+// answered and the role assumptions STS received so far.
+type counters struct{ api, exchanges, assumed float64 }
+
+func (b *bench) counters() (counters, error) {
+	api, err := b.apiRequests()
+	return counters{api: api, exchanges: float64(b.stack.Emu.Artifactory.Exchanges()),
+		assumed: float64(len(b.stack.Emu.STS.WebIdentityTokens()))}, err
+}
+
+func (c counters) sub(o counters) counters {
+	return counters{api: c.api - o.api, exchanges: c.exchanges - o.exchanges, assumed: c.assumed - o.assumed}
+}
+
 // latency runs every scenario at every concurrency level, the floor first so
 // that each ratio compares runs minutes apart at most. It returns the runs
-// and the API requests the webhook made per 1,000 warm admissions.
-func (b *bench) latency(ctx context.Context) ([]scenarioRun, float64, error) {
+// and what the warm admissions cost.
+func (b *bench) latency(ctx context.Context) ([]scenarioRun, warmCosts, error) {
+	var costs warmCosts
 	n := b.o.count
 	warmNS, err := b.createNamespaces(ctx, "bench-warm", warmNamespaces, nil)
 	if err != nil {
-		return nil, 0, err
+		return nil, costs, err
+	}
+	// The per-ServiceAccount namespaces: the pod's ServiceAccount in each,
+	// annotated with the team's role.
+	warmSANS, err := b.createNamespaces(ctx, warmSAPrefix, warmNamespaces, nil)
+	if err != nil {
+		return nil, costs, err
+	}
+	if err := b.createServiceAccounts(ctx, warmSANS, podSA, map[string]string{config.RoleARNAnnotation: teamRole}); err != nil {
+		return nil, costs, err
 	}
 	noMatchNS, err := b.createNamespaces(ctx, "bench-nomatch", 1, nil)
 	if err != nil {
-		return nil, 0, err
+		return nil, costs, err
 	}
-	// Prime: one admission per warm namespace writes its Secret; then wait
-	// until a round of admissions costs no API request (Secrets cached).
+	// Prime: one admission per warm namespace writes its Secret (for the
+	// per-ServiceAccount ones: the ServiceAccount's, minted as its role);
+	// then wait until a round of admissions costs no API request (Secrets,
+	// ServiceAccounts and tokens cached).
 	prime, err := b.reviews(warmNamespaces, func(i int) string { return warmNS[i] }, b.host)
 	if err != nil {
-		return nil, 0, err
+		return nil, costs, err
 	}
+	primeSA, err := b.reviews(warmNamespaces, func(i int) string { return warmSANS[i] }, teamHost)
+	if err != nil {
+		return nil, costs, err
+	}
+	wantSA := want{patched: true, secret: teamSecret}
 	if _, err := b.hook.run(ctx, 1, prime, want{patched: true}); err != nil {
-		return nil, 0, err
+		return nil, costs, err
+	}
+	c0, err := b.counters()
+	if err != nil {
+		return nil, costs, err
+	}
+	for i := range primeSA {
+		// One at a time, each answer decoded: every pod must get its
+		// ServiceAccount's Secret.
+		if err := b.hook.post(ctx, primeSA[i], wantSA, true); err != nil {
+			return nil, costs, fmt.Errorf("priming %s: %w", warmSANS[i], err)
+		}
+	}
+	c1, err := b.counters()
+	if err != nil {
+		return nil, costs, err
+	}
+	d := c1.sub(c0)
+	costs.SAPrime = primeCost{ServiceAccounts: len(warmSANS), APIRequests: d.api, Exchanges: d.exchanges, Assumed: d.assumed}
+	if err := b.checkTeamSecrets(ctx, warmSANS); err != nil {
+		return nil, costs, err
 	}
 	if err := poll(ctx, time.Minute, "the warm Secrets to be cached", func() (bool, error) {
 		before, err := b.apiRequests()
@@ -68,32 +144,40 @@ func (b *bench) latency(ctx context.Context) ([]scenarioRun, float64, error) {
 		if _, err := b.hook.run(ctx, 4, prime, want{patched: true}); err != nil {
 			return false, err
 		}
+		if _, err := b.hook.run(ctx, 4, primeSA, wantSA); err != nil {
+			return false, err
+		}
 		after, err := b.apiRequests()
 		return after == before, err
 	}); err != nil {
-		return nil, 0, err
+		return nil, costs, err
 	}
 
 	warm, err := b.reviews(n, func(i int) string { return warmNS[i%len(warmNS)] }, b.host)
 	if err != nil {
-		return nil, 0, err
+		return nil, costs, err
+	}
+	warmSA, err := b.reviews(n, func(i int) string { return warmSANS[i%len(warmSANS)] }, teamHost)
+	if err != nil {
+		return nil, costs, err
 	}
 	noMatch, err := b.reviews(n, func(int) string { return noMatchNS[0] }, "ghcr.io")
 	if err != nil {
-		return nil, 0, err
+		return nil, costs, err
 	}
 	var runs []scenarioRun
-	var warmRequests, warmAPI float64
+	var warmRequests, warmSARequests float64
+	var warmCost, warmSACost counters
 	for _, conc := range b.o.levels {
 		// Fresh namespaces for the cold runs, created (and cached by the
 		// webhook) before anything is measured at this level.
 		coldNS, err := b.createNamespaces(ctx, fmt.Sprintf("bench-cold-c%d", conc), n, nil)
 		if err != nil {
-			return nil, 0, err
+			return nil, costs, err
 		}
 		cold, err := b.reviews(n, func(i int) string { return coldNS[i] }, b.host)
 		if err != nil {
-			return nil, 0, err
+			return nil, costs, err
 		}
 		for _, sc := range []struct {
 			name   string
@@ -104,6 +188,7 @@ func (b *bench) latency(ctx context.Context) ([]scenarioRun, float64, error) {
 			{scFloor, b.floor, warm, want{}},
 			{scDecode, b.decode, warm, want{patched: true}},
 			{scWarm, b.hook, warm, want{patched: true}},
+			{scWarmSA, b.hook, warmSA, wantSA},
 			{scNoMatch, b.hook, noMatch, want{}},
 			{scCold, b.hook, cold, want{patched: true}},
 		} {
@@ -113,30 +198,70 @@ func (b *bench) latency(ctx context.Context) ([]scenarioRun, float64, error) {
 				wu = warm
 			}
 			if _, err := sc.t.run(ctx, conc, wu[:min(len(wu), max(4*conc, n/10))], sc.want); err != nil {
-				return nil, 0, fmt.Errorf("%s warm-up at concurrency %d: %w", sc.name, conc, err)
+				return nil, costs, fmt.Errorf("%s warm-up at concurrency %d: %w", sc.name, conc, err)
 			}
-			before, err := b.apiRequests()
+			before, err := b.counters()
 			if err != nil {
-				return nil, 0, err
+				return nil, costs, err
 			}
 			res, err := sc.t.run(ctx, conc, sc.bodies, sc.want)
 			if err != nil {
-				return nil, 0, fmt.Errorf("%s at concurrency %d: %w", sc.name, conc, err)
+				return nil, costs, fmt.Errorf("%s at concurrency %d: %w", sc.name, conc, err)
 			}
-			after, err := b.apiRequests()
+			after, err := b.counters()
 			if err != nil {
-				return nil, 0, err
+				return nil, costs, err
 			}
-			if sc.name == scWarm {
+			switch d := after.sub(before); sc.name {
+			case scWarm:
 				warmRequests += float64(len(sc.bodies))
-				warmAPI += after - before
+				warmCost = warmCost.add(d)
+			case scWarmSA:
+				warmSARequests += float64(len(sc.bodies))
+				warmSACost = warmSACost.add(d)
 			}
 			r := newRun(sc.name, conc, res)
 			fmt.Fprintf(os.Stderr, ">> c=%-3d %-8s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms\n", conc, sc.name, r.Throughput, r.P50, r.P99)
 			runs = append(runs, r)
 		}
 	}
-	return runs, warmAPI * 1000 / warmRequests, nil
+	per1000 := func(v, n float64) float64 { return v * 1000 / n }
+	costs.APIPer1000 = per1000(warmCost.api, warmRequests)
+	costs.ExchangesPer1000 = per1000(warmCost.exchanges, warmRequests)
+	costs.AssumePer1000 = per1000(warmCost.assumed, warmRequests)
+	costs.SAAPIPer1000 = per1000(warmSACost.api, warmSARequests)
+	costs.SAExchangesPer1000 = per1000(warmSACost.exchanges, warmSARequests)
+	costs.SAAssumePer1000 = per1000(warmSACost.assumed, warmSARequests)
+	return runs, costs, nil
+}
+
+func (c counters) add(o counters) counters {
+	return counters{api: c.api + o.api, exchanges: c.exchanges + o.exchanges, assumed: c.assumed + o.assumed}
+}
+
+// checkTeamSecrets makes sure the per-ServiceAccount scenario is what it
+// says: each namespace holds its ServiceAccount's Secret, labelled and
+// annotated as one, minted as the team's role for the team's Artifactory
+// user, and no Secret of the webhook's own identity for that instance.
+func (b *bench) checkTeamSecrets(ctx context.Context, namespaces []string) error {
+	for _, ns := range namespaces {
+		s, err := b.secret(ctx, ns, teamSecret)
+		if err != nil {
+			return err
+		}
+		if s.Labels[pullsecret.LabelPerServiceAccount] != "true" || s.Annotations[pullsecret.AnnotationServiceAccount] != podSA ||
+			s.Annotations[pullsecret.AnnotationIdentity] != "role:"+teamRole {
+			return fmt.Errorf("Secret %s/%s is not %s's: labels %v, annotations %v", ns, teamSecret, podSA, s.Labels, s.Annotations)
+		}
+		user, _, err := pullsecret.ParseDockerConfigJSON(s.Data[corev1.DockerConfigJsonKey], teamHost)
+		if err != nil || user != teamUser {
+			return fmt.Errorf("Secret %s/%s: user %q (%v), want the role's user %q", ns, teamSecret, user, err, teamUser)
+		}
+		if _, err := b.kube.CoreV1().Secrets(ns).Get(ctx, teamSecretPrefix, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("namespace %s holds the webhook identity's Secret %s of the per-ServiceAccount instance (%v)", ns, teamSecretPrefix, err)
+		}
+	}
+	return nil
 }
 
 // rotationResult counts what admitting pods over fresh namespaces costs
@@ -159,7 +284,7 @@ func (b *bench) rotation(ctx context.Context) (rotationResult, error) {
 	if err != nil {
 		return r, err
 	}
-	counters := func() (exchanges int, writes float64, err error) {
+	rotCounters := func() (exchanges int, writes float64, err error) {
 		writes, err = b.stack.Webhook.Metric("artifactory_pull_secret_writes_total", nil)
 		return b.stack.Emu.Artifactory.Exchanges(), writes, err
 	}
@@ -175,7 +300,7 @@ func (b *bench) rotation(ctx context.Context) (rotationResult, error) {
 		return time.Since(start), nil
 	}
 	fmt.Fprintf(os.Stderr, ">> rotation: %d pods over %d fresh namespaces, then again once the %s token is due\n", r.Pods, r.Namespaces, rotateTTL)
-	ex0, w0, err := counters()
+	ex0, w0, err := rotCounters()
 	if err != nil {
 		return r, err
 	}
@@ -183,7 +308,7 @@ func (b *bench) rotation(ctx context.Context) (rotationResult, error) {
 	if r.MintTook, err = phase("first mint"); err != nil {
 		return r, err
 	}
-	ex1, w1, err := counters()
+	ex1, w1, err := rotCounters()
 	if err != nil {
 		return r, err
 	}
@@ -203,7 +328,7 @@ func (b *bench) rotation(ctx context.Context) (rotationResult, error) {
 	if r.RotationTook, err = phase("rotation"); err != nil {
 		return r, err
 	}
-	ex2, w2, err := counters()
+	ex2, w2, err := rotCounters()
 	if err != nil {
 		return r, err
 	}

@@ -3,8 +3,11 @@
 // the webhook registered with the API server — and shows a pod being
 // patched and its image pulled with the Secret the webhook wrote.
 //
-//	make demo              stay up until interrupted (.demo/kubeconfig)
-//	make demo ARGS=--once  exit after the showcase (non-zero if a step failed)
+//	make demo                       stay up until interrupted (.demo/kubeconfig)
+//	make demo ARGS=--once           exit after the showcase (non-zero if a step failed)
+//	make demo ARGS=--per-sa         also show per-ServiceAccount identities: two teams,
+//	                                two roles, two Artifactory users (issue #11)
+//	make demo ARGS="--per-sa --once"
 package main
 
 import (
@@ -22,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
@@ -29,10 +33,11 @@ import (
 func main() {
 	once := flag.Bool("once", false, "exit after the showcase instead of staying up")
 	verbose := flag.Bool("v", false, "print the webhook's logs")
+	perSA := flag.Bool("per-sa", false, "also show per-ServiceAccount identities: two teams pulling as their own IAM roles")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *once, *verbose); err != nil {
+	if err := run(ctx, *once, *verbose, *perSA); err != nil {
 		fmt.Fprintln(os.Stderr, "\ndemo failed:", err)
 		os.Exit(1)
 	}
@@ -40,7 +45,7 @@ func main() {
 
 func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
 
-func run(ctx context.Context, once, verbose bool) error {
+func run(ctx context.Context, once, verbose, perSA bool) error {
 	root := harness.ModuleRoot()
 	demoDir := filepath.Join(root, ".demo")
 	if err := os.MkdirAll(demoDir, 0o700); err != nil {
@@ -61,8 +66,18 @@ func run(ctx context.Context, once, verbose bool) error {
 		return err
 	}
 	defer s.Close()
-	step("starting the webhook (AWS identity: EKS Pod Identity, via the agent emulator)")
-	if err := s.StartWebhook(ctx, harness.PodIdentity); err != nil {
+	var adjust []func(*harness.WebhookOptions)
+	if perSA {
+		cfg, err := perSAConfig(s)
+		if err != nil {
+			return err
+		}
+		adjust = append(adjust, func(o *harness.WebhookOptions) { o.Config = cfg })
+		step("starting the webhook (AWS identity: EKS Pod Identity, via the agent emulator; instance %q: each pod's ServiceAccount's role, IRSA)", teamsInstance)
+	} else {
+		step("starting the webhook (AWS identity: EKS Pod Identity, via the agent emulator)")
+	}
+	if err := s.StartWebhook(ctx, harness.PodIdentity, adjust...); err != nil {
 		return err
 	}
 	kc, err := os.ReadFile(s.Cluster.Kubeconfig)
@@ -129,6 +144,11 @@ func run(ctx context.Context, once, verbose bool) error {
 	}
 	fmt.Println("    without the Secret: denied, as it should be")
 
+	if perSA {
+		if err := showPerServiceAccount(ctx, s); err != nil {
+			return err
+		}
+	}
 	if once {
 		step("done")
 		return nil
@@ -137,16 +157,29 @@ func run(ctx context.Context, once, verbose bool) error {
 	fmt.Printf("    export KUBECONFIG=%s\n", kubeconfig)
 	fmt.Printf("    kubectl create namespace try && kubectl label namespace try %s=enabled\n", harness.OptInLabel)
 	fmt.Printf("    kubectl -n try run web --image=%s && kubectl -n try get pod web -o jsonpath='{.spec.imagePullSecrets}'\n", s.Image)
+	if perSA {
+		fmt.Printf("    kubectl -n team-a create serviceaccount ci && kubectl -n team-a annotate serviceaccount ci %s=arn:aws:iam::%s:role/team-a-puller\n",
+			config.RoleARNAnnotation, demoAccount)
+		fmt.Printf("    kubectl -n team-a run ci --image=%s --overrides='{\"spec\":{\"serviceAccountName\":\"ci\"}}' && kubectl -n team-a get pod ci -o jsonpath='{.spec.imagePullSecrets}'\n",
+			newDemoTeam(s, "a", "").image)
+	}
 	fmt.Printf("    metrics: http://%s/metrics\n", s.Webhook.MetricsAddr)
 	<-ctx.Done()
 	return nil
 }
 
-func printSecret(sec *corev1.Secret, host string) {
+// printSecret prints a managed Secret, token redacted; extra names further
+// annotations to print after the instance's.
+func printSecret(sec *corev1.Secret, host string, extra ...string) {
 	fmt.Printf("    %s/%s  type=%s\n", sec.Namespace, sec.Name, sec.Type)
 	fmt.Printf("    labels:      %v\n", sec.Labels)
-	for _, k := range []string{pullsecret.AnnotationInstance, pullsecret.AnnotationHosts, pullsecret.AnnotationIssuedAt, pullsecret.AnnotationExpiresAt} {
-		fmt.Printf("    %-40s %s\n", k+":", sec.Annotations[k])
+	keys := append(append([]string{pullsecret.AnnotationInstance}, extra...), pullsecret.AnnotationHosts, pullsecret.AnnotationIssuedAt, pullsecret.AnnotationExpiresAt)
+	width := 40
+	for _, k := range keys {
+		width = max(width, len(k)+2)
+	}
+	for _, k := range keys {
+		fmt.Printf("    %-*s %s\n", width, k+":", sec.Annotations[k])
 	}
 	var cfg struct {
 		Auths map[string]json.RawMessage `json:"auths"`

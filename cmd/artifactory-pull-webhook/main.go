@@ -402,9 +402,10 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 		}
 		roles.Metrics = m
 		o.Prove = roles.Prove
-		// The exchange signs with the credentials the proof got (or their
-		// chained role's): the role is assumed once per ServiceAccount and
-		// credential lifetime, not once per mint.
+		// The exchange signs with the credentials the proof got: the role is
+		// assumed once per ServiceAccount and credential lifetime, not once
+		// per mint. A chained aws.assumeRole is assumed once per mint (once
+		// per role and rotation).
 		o.MintAs = func(ctx context.Context, key credentials.Key, id credentials.Identity) (credentials.Credential, error) {
 			in, ok := cfg.Instance(key.Instance)
 			ex, known := exchangers[key.Instance]

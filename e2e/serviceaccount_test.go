@@ -94,7 +94,7 @@ func TestServiceAccountRolesGetTheirOwnArtifactoryUsersOnlyWhenTrusted(t *testin
 		return cache.GetAs(ctx, id, id.Key("per-sa", "fp"))
 	}
 
-	before := stack.Emu.Artifactory.Exchanges()
+	before := exchangesOf("team-a-puller", "team-b-puller")
 	api, err := get(identity(teamA, "api", roleA))
 	if err != nil || api.Username != "team-a-puller" {
 		t.Fatalf("team A's api: %q, %v; want a token of team-a-puller", api.Username, err)
@@ -107,7 +107,7 @@ func TestServiceAccountRolesGetTheirOwnArtifactoryUsersOnlyWhenTrusted(t *testin
 	if err != nil || b.Username != "team-b-puller" || b.Token.Reveal() == api.Token.Reveal() {
 		t.Fatalf("team B's api: %q, %v; want a token of team-b-puller of its own", b.Username, err)
 	}
-	if d := stack.Emu.Artifactory.Exchanges() - before; d != 2 {
+	if d := exchangesOf("team-a-puller", "team-b-puller") - before; d != 2 {
 		t.Errorf("%d exchanges for three ServiceAccounts of two roles, want 2", d)
 	}
 
@@ -122,7 +122,7 @@ func TestServiceAccountRolesGetTheirOwnArtifactoryUsersOnlyWhenTrusted(t *testin
 	if _, err := get(identity(teamA, "ghost", roleA)); err == nil || !strings.Contains(err.Error(), teamA+"/ghost") {
 		t.Errorf("a missing ServiceAccount: %v; want an error naming it", err)
 	}
-	if d := stack.Emu.Artifactory.Exchanges() - before; d != 2 {
+	if d := exchangesOf("team-a-puller", "team-b-puller") - before; d != 2 {
 		t.Errorf("refused ServiceAccounts cost %d exchanges, want none", d-2)
 	}
 }

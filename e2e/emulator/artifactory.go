@@ -82,6 +82,7 @@ type Artifactory struct {
 	repoPerms map[string][]string    // SetRepositoryPermissions, by username; absent: every repository
 	attempts  int
 	exchanges int
+	byUser    map[string]int // exchanges by mapped user
 	down      bool
 	status    int
 	body      string
@@ -107,6 +108,7 @@ func NewArtifactory(o ArtifactoryOptions) (*Artifactory, error) {
 		key:       key,
 		keyID:     "artifactory-emulator-" + randomHex(4),
 		mappings:  map[string]string{},
+		byUser:    map[string]int{},
 		tokens:    map[string]accessToken{},
 		repoPerms: map[string][]string{},
 	}
@@ -165,6 +167,14 @@ func (a *Artifactory) Exchanges() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.exchanges
+}
+
+// ExchangesFor is the number of tokens issued for username: a count that
+// exchanges of other users (another test's webhook refreshing) leave alone.
+func (a *Artifactory) ExchangesFor(username string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.byUser[username]
 }
 
 // SetDown makes every endpoint answer 503 while on (a load balancer in front of a dead instance).
@@ -382,6 +392,7 @@ func (a *Artifactory) exchange(w http.ResponseWriter, r *http.Request) {
 	if ok {
 		a.tokens[token] = accessToken{username: username, expires: a.opts.Now().Add(time.Duration(expiresIn) * time.Second)}
 		a.exchanges++
+		a.byUser[username]++
 	}
 	a.mu.Unlock()
 	if !ok {

@@ -178,6 +178,76 @@ type Instance struct {
 	Fallback Fallback `json:"fallback,omitempty"`
 	// AWS holds the instance's own AWS settings.
 	AWS InstanceAWS `json:"aws,omitempty"`
+	// Exchange is aws (default: the AWS-signed exchange) or oidc
+	// (Artifactory's OIDC token exchange, configured in OIDC).
+	Exchange Exchange `json:"exchange,omitempty"`
+	// OIDC configures exchange oidc.
+	OIDC *OIDC `json:"oidc,omitempty"`
+}
+
+// Exchange selects how an instance's tokens are minted.
+type Exchange string
+
+const (
+	// ExchangeAWS signs sts:GetCallerIdentity for /access/api/v1/aws/token.
+	ExchangeAWS Exchange = "aws"
+	// ExchangeOIDC trades an OIDC ID token for an access token at
+	// /access/api/v1/oidc/token (RFC 8693).
+	ExchangeOIDC Exchange = "oidc"
+)
+
+// OIDC configures an instance's OIDC token exchange.
+type OIDC struct {
+	// ProviderName is the OIDC integration configured in Artifactory
+	// (required).
+	ProviderName string `json:"providerName"`
+	// IdentityMappingName, when set, names the one identity mapping
+	// Artifactory applies (else it tries them all by priority).
+	IdentityMappingName string `json:"identityMappingName,omitempty"`
+	// ProjectKey scopes the token to a JFrog project (optional).
+	ProjectKey string `json:"projectKey,omitempty"`
+	// Audience is the audience of the access token Artifactory issues
+	// (optional).
+	Audience string `json:"audience,omitempty"`
+	// SubjectToken says where the ID token comes from.
+	SubjectToken SubjectToken `json:"subjectToken"`
+}
+
+// SubjectTokenSource names where an OIDC ID token comes from.
+type SubjectTokenSource string
+
+const (
+	// SubjectServiceAccount: a TokenRequest for a ServiceAccount — the
+	// webhook's own with identity webhook, the pod's with identity
+	// serviceAccount.
+	SubjectServiceAccount SubjectTokenSource = "serviceAccount"
+	// SubjectFile: a projected token file, re-read on every exchange.
+	SubjectFile SubjectTokenSource = "file"
+	// SubjectGCPMetadata: the GCE/GKE metadata server's identity token.
+	SubjectGCPMetadata SubjectTokenSource = "gcpMetadata"
+)
+
+// SubjectToken is the source of the ID token of an OIDC exchange.
+type SubjectToken struct {
+	// Source is serviceAccount (default), file or gcpMetadata.
+	Source SubjectTokenSource `json:"source,omitempty"`
+	// Audience of the ID token (serviceAccount, gcpMetadata): what the
+	// Artifactory OIDC integration expects; default the instance's url.
+	Audience string `json:"audience,omitempty"`
+	// Path of the token file (file; e.g. Azure workload identity's
+	// AZURE_FEDERATED_TOKEN_FILE).
+	Path string `json:"path,omitempty"`
+}
+
+// ExchangesOIDC reports whether in's tokens come from the OIDC exchange.
+func (in Instance) ExchangesOIDC() bool { return in.Exchange == ExchangeOIDC }
+
+// SubjectAudience is the audience of the ID tokens of in's OIDC exchange.
+func (in Instance) SubjectAudience() string {
+	if in.OIDC != nil && in.OIDC.SubjectToken.Audience != "" {
+		return in.OIDC.SubjectToken.Audience
+	}
+	return in.URL
 }
 
 // InstanceAWS holds an instance's own AWS settings.
@@ -304,6 +374,12 @@ func (c *Config) applyDefaults() {
 		if in.Fallback == "" && in.Identity == IdentityServiceAccount {
 			in.Fallback = FallbackNone
 		}
+		if in.Exchange == "" {
+			in.Exchange = ExchangeAWS
+		}
+		if in.OIDC != nil && in.OIDC.SubjectToken.Source == "" {
+			in.OIDC.SubjectToken.Source = SubjectServiceAccount
+		}
 		if in.TokenTTL.Duration == 0 {
 			in.TokenTTL.Duration = DefaultTokenTTL
 		}
@@ -428,7 +504,20 @@ func (c *Config) Validate() error {
 		default:
 			bad(f+".identity", "must be webhook or serviceAccount, got %q", in.Identity)
 		}
+		switch in.Exchange {
+		case ExchangeAWS:
+			if in.OIDC != nil {
+				bad(f+".oidc", "applies only to exchange: oidc")
+			}
+		case ExchangeOIDC:
+			validateOIDC(f, in, bad)
+		default:
+			bad(f+".exchange", "must be aws or oidc, got %q", in.Exchange)
+		}
 		if ar := in.AWS.AssumeRole; ar != nil {
+			if in.Exchange == ExchangeOIDC {
+				bad(f+".aws.assumeRole", "applies only to exchange: aws")
+			}
 			if !credentials.RoleARNPattern.MatchString(ar.RoleARN) {
 				bad(f+".aws.assumeRole.roleARN", "%q is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", ar.RoleARN)
 			}
@@ -481,6 +570,37 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateOIDC checks the oidc block of in, an instance of exchange oidc.
+func validateOIDC(f string, in Instance, bad func(field, format string, args ...any)) {
+	o := in.OIDC
+	if o == nil || o.ProviderName == "" {
+		bad(f+".oidc.providerName", "is required with exchange: oidc (the OIDC integration's name in Artifactory)")
+		return
+	}
+	st := o.SubjectToken
+	switch st.Source {
+	case SubjectServiceAccount:
+		if st.Path != "" {
+			bad(f+".oidc.subjectToken.path", "applies only to source: file")
+		}
+	case SubjectFile, SubjectGCPMetadata:
+		if in.PerServiceAccount() {
+			bad(f+".oidc.subjectToken.source", "%s gives one token for the whole webhook: identity serviceAccount needs source serviceAccount", st.Source)
+		}
+		if st.Source == SubjectFile && st.Path == "" {
+			bad(f+".oidc.subjectToken.path", "is required with source: file")
+		}
+		if st.Source == SubjectFile && st.Audience != "" {
+			bad(f+".oidc.subjectToken.audience", "is the file's own (set where it is projected), not configurable with source: file")
+		}
+		if st.Source == SubjectGCPMetadata && st.Path != "" {
+			bad(f+".oidc.subjectToken.path", "applies only to source: file")
+		}
+	default:
+		bad(f+".oidc.subjectToken.source", "must be serviceAccount, file or gcpMetadata, got %q", st.Source)
+	}
 }
 
 // What STS accepts as an external ID and a role session name.

@@ -117,8 +117,9 @@ func (c *Cache) Get(ctx context.Context, key Key) (Credential, error) {
 // role share its token). Concurrent calls for one key share the first
 // caller's mint.
 //
-// A role's token is shared by every ServiceAccount that names the role, so
-// before it is handed to one, CacheOptions.Prove must show that this
+// A role's token is shared by every ServiceAccount that names the role
+// (Identity.Shared), so before it is handed to one, CacheOptions.Prove must
+// show that this
 // ServiceAccount may assume the role. A failed proof is that
 // ServiceAccount's alone: it is returned, never recorded against the
 // role's key (no backoff, no fallback for the others).
@@ -126,13 +127,15 @@ func (c *Cache) GetAs(ctx context.Context, id Identity, key Key) (Credential, er
 	if id.IsWebhook() {
 		return c.get(ctx, key, nil)
 	}
-	if c.o.MintAs == nil || c.o.Prove == nil {
-		// Never mint a role's token with the webhook's own credentials,
-		// nor hand one out unproven.
+	if c.o.MintAs == nil || (id.Shared() && c.o.Prove == nil) {
+		// Never mint a ServiceAccount's token with the webhook's own
+		// credentials, nor hand a role's out unproven.
 		return Credential{}, fmt.Errorf("cannot get a token as %s: the token cache has no MintAs or Prove", id)
 	}
-	if err := c.o.Prove(ctx, id); err != nil {
-		return Credential{}, err
+	if id.Shared() {
+		if err := c.o.Prove(ctx, id); err != nil {
+			return Credential{}, err
+		}
 	}
 	return c.get(ctx, key, func(ctx context.Context, key Key) (Credential, error) { return c.o.MintAs(ctx, key, id) })
 }

@@ -121,15 +121,9 @@ func NewExchanger(o ExchangeOptions) (*Exchanger, error) {
 	sts.Path = "/"
 	sts.RawQuery = getCallerIdentityQuery
 
-	if o.HTTPClient == nil {
-		if o.HTTPClient, err = NewHTTPClient("", defaultExchangeTimeout); err != nil {
-			return nil, err
-		}
+	if o.HTTPClient, err = noRedirects(o.HTTPClient); err != nil {
+		return nil, err
 	}
-	// A copy, so that the caller's client keeps its own redirect policy.
-	client := *o.HTTPClient
-	client.CheckRedirect = refuseRedirect
-	o.HTTPClient = &client
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -144,6 +138,20 @@ func NewExchanger(o ExchangeOptions) (*Exchanger, error) {
 
 // errRedirect marks a refused redirect of the exchange.
 var errRedirect = errors.New("redirect refused")
+
+// noRedirects is a copy of hc (NewHTTPClient's default when nil) that
+// refuses redirects: the caller's client keeps its own policy.
+func noRedirects(hc *http.Client) (*http.Client, error) {
+	if hc == nil {
+		var err error
+		if hc, err = NewHTTPClient("", defaultExchangeTimeout); err != nil {
+			return nil, err
+		}
+	}
+	client := *hc
+	client.CheckRedirect = refuseRedirect
+	return &client, nil
+}
 
 // refuseRedirect is the exchange client's CheckRedirect. Following would
 // replay the signed headers, session token included, to a URL nobody
@@ -191,10 +199,10 @@ func (e *Exchanger) Exchange(ctx context.Context) (Credential, error) {
 func (e *Exchanger) ExchangeWith(ctx context.Context, creds aws.CredentialsProvider) (Credential, error) {
 	cred, err := e.exchange(ctx, creds)
 	if err != nil {
-		e.o.Metrics.Exchange(e.o.Instance, FailureClass(err))
+		e.o.Metrics.Exchange(e.o.Instance, ExchangeAWS, FailureClass(err))
 		return Credential{}, err
 	}
-	e.o.Metrics.Exchange(e.o.Instance, "success")
+	e.o.Metrics.Exchange(e.o.Instance, ExchangeAWS, "success")
 	return cred, nil
 }
 
@@ -230,8 +238,16 @@ func (e *Exchanger) exchange(ctx context.Context, provider aws.CredentialsProvid
 		}
 	}
 
-	now := e.o.Now()
-	resp, err := e.o.HTTPClient.Do(req)
+	return post(e.o.HTTPClient, req, e.o.Now, e.o.TTL, TokenPath, fail)
+}
+
+// post sends an exchange request and reads its answer: a token for a
+// mapped user, living at most ttl. fail builds the error of each failure
+// (the instance, host and Artifactory's reason, redacted).
+func post(hc *http.Client, req *http.Request, clock func() time.Time, ttl time.Duration, path string,
+	fail func(status int, body []byte, reason string, err error) *ExchangeError) (Credential, error) {
+	now := clock()
+	resp, err := hc.Do(req)
 	if err != nil {
 		if errors.Is(err, errRedirect) {
 			// Do returns the 3xx response, its body closed, beside a url.Error
@@ -240,9 +256,9 @@ func (e *Exchanger) exchange(ctx context.Context, provider aws.CredentialsProvid
 			if errors.As(err, &ue) {
 				err = ue.Err
 			}
-			return Credential{}, fail(statusOf(resp), nil, "POST "+TokenPath, err)
+			return Credential{}, fail(statusOf(resp), nil, "POST "+path, err)
 		}
-		return Credential{}, fail(0, nil, "POST "+TokenPath, err)
+		return Credential{}, fail(0, nil, "POST "+path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxReadBody))
@@ -264,7 +280,7 @@ func (e *Exchanger) exchange(ctx context.Context, provider aws.CredentialsProvid
 		// An anonymous token would make pulls fail later, far from the cause.
 		return Credential{}, fail(resp.StatusCode, body, fmt.Sprintf("response username %q is not a mapped user", tr.Username), nil)
 	}
-	lifetime, err := e.lifetime(tr.ExpiresIn)
+	lifetime, err := lifetime(ttl, tr.ExpiresIn)
 	if err != nil {
 		return Credential{}, fail(resp.StatusCode, body, "", err)
 	}
@@ -272,14 +288,14 @@ func (e *Exchanger) exchange(ctx context.Context, provider aws.CredentialsProvid
 }
 
 // lifetime turns the response's expires_in into a lifetime no longer than
-// the one asked for. Artifactory only ever shortens expires_in (its
+// ttl, the one asked for. Artifactory only ever shortens expires_in (its
 // token.max-expiry), so a longer answer is kept within the configured TTL —
 // the operator's bound on how long one token is used — and comparing in
 // seconds first keeps a huge value from overflowing time.Duration. Zero or
 // absent (a token without expiry) also gets the TTL; a negative value is a
 // broken answer and fails.
-func (e *Exchanger) lifetime(expiresIn int64) (time.Duration, error) {
-	asked := int64(e.o.TTL / time.Second)
+func lifetime(ttl time.Duration, expiresIn int64) (time.Duration, error) {
+	asked := int64(ttl / time.Second)
 	switch {
 	case expiresIn < 0:
 		return 0, fmt.Errorf("response expires_in %d is negative", expiresIn)

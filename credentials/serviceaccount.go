@@ -19,35 +19,67 @@ import (
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
 )
 
-// Identity says whose AWS credentials sign an exchange: the webhook's own
-// (the zero value), or the IAM role of a ServiceAccount (IRSA: its
+// Identity says whose credentials an exchange is made with: the webhook's
+// own (the zero value); the IAM role of a ServiceAccount (IRSA: its
 // eks.amazonaws.com/role-arn annotation), assumed with a token of that
-// ServiceAccount. It is meant to be resolved once per pod by the request
-// path, and it keys the token cache (Key) and names the pull Secret
-// (pullsecret.SecretName).
+// ServiceAccount, for the AWS exchange; or a ServiceAccount itself (no
+// role), whose token is the subject of the OIDC exchange. It is meant to be
+// resolved once per pod by the request path, and it keys the token cache
+// (Key) and names the pull Secret (pullsecret.SecretName).
 type Identity struct {
 	// RoleARN is the ServiceAccount's IAM role; empty for the webhook's
 	// own identity.
 	RoleARN string
 	// Namespace and ServiceAccount name the ServiceAccount whose token is
-	// exchanged for RoleARN. They are not part of the token cache key:
-	// ServiceAccounts of one role share its Artifactory token.
+	// exchanged. With a RoleARN they are not part of the token cache key:
+	// ServiceAccounts of one role share its Artifactory token. Without one
+	// (the OIDC exchange) they are: the token is the ServiceAccount's own.
 	Namespace, ServiceAccount string
 }
 
 // IsWebhook reports whether id is the webhook's own identity.
-func (id Identity) IsWebhook() bool { return id.RoleARN == "" }
+func (id Identity) IsWebhook() bool { return id.RoleARN == "" && id.ServiceAccount == "" }
 
-// rolePrefix starts the cache identity of a ServiceAccount's role.
-const rolePrefix = "role:"
+// Shared reports whether id's token is shared by every ServiceAccount of
+// its role, so that a ServiceAccount must prove the role before it gets it
+// (CacheOptions.Prove).
+func (id Identity) Shared() bool { return id.RoleARN != "" }
 
-// Name is id's part of a token cache Key: WebhookIdentity, or "role:" and
-// the role ARN.
+// Prefixes of the cache identity of a ServiceAccount's role and of a
+// ServiceAccount itself.
+const (
+	rolePrefix = "role:"
+	// ServiceAccountNamePrefix starts the Name of a ServiceAccount's own
+	// identity (the OIDC exchange).
+	ServiceAccountNamePrefix = "sa:"
+)
+
+// Name is id's part of a token cache Key: WebhookIdentity, "role:" and the
+// role ARN, or "sa:<namespace>/<name>".
 func (id Identity) Name() string {
-	if id.IsWebhook() {
+	switch {
+	case id.IsWebhook():
 		return WebhookIdentity
+	case id.Shared():
+		return rolePrefix + id.RoleARN
 	}
-	return rolePrefix + id.RoleARN
+	return ServiceAccountNamePrefix + id.Namespace + "/" + id.ServiceAccount
+}
+
+// IdentityOfName is the Identity whose Name is name, for the ServiceAccount
+// namespace/serviceAccount; ok is false when name is none of theirs.
+func IdentityOfName(name, namespace, serviceAccount string) (Identity, bool) {
+	if name == WebhookIdentity {
+		return Identity{}, true
+	}
+	if serviceAccount == "" {
+		return Identity{}, false
+	}
+	if role, ok := RoleOfName(name); ok {
+		return Identity{RoleARN: role, Namespace: namespace, ServiceAccount: serviceAccount}, true
+	}
+	id := Identity{Namespace: namespace, ServiceAccount: serviceAccount}
+	return id, name == id.Name()
 }
 
 // RoleOfName is the role ARN of a Name of a ServiceAccount's identity
@@ -65,10 +97,13 @@ func (id Identity) Key(instance, fingerprint string) Key {
 
 // String names id for logs, metrics and warnings; it holds no secret.
 func (id Identity) String() string {
-	if id.IsWebhook() {
+	switch {
+	case id.IsWebhook():
 		return WebhookIdentity
+	case id.Shared():
+		return fmt.Sprintf("role %s (ServiceAccount %s/%s)", id.RoleARN, id.Namespace, id.ServiceAccount)
 	}
-	return fmt.Sprintf("role %s (ServiceAccount %s/%s)", id.RoleARN, id.Namespace, id.ServiceAccount)
+	return fmt.Sprintf("ServiceAccount %s/%s", id.Namespace, id.ServiceAccount)
 }
 
 // RoleARNPattern is an IAM role ARN in any partition, as STS accepts it:

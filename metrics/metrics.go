@@ -73,8 +73,8 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "artifactory_pull_token_exchanges_total",
-			Help: "AWS-signed token exchanges with Artifactory, by instance and result.",
-		}, []string{"instance", "result"}),
+			Help: "Token exchanges with Artifactory, by instance, exchange (aws, oidc) and result.",
+		}, []string{"instance", "exchange", "result"}),
 		cacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "artifactory_pull_token_cache_lookups_total",
 			Help: "Token cache lookups, by instance and result (hit or miss).",
@@ -141,13 +141,14 @@ func (m *Metrics) UnparseableImage() {
 	m.unparseableImages.Inc()
 }
 
-// Exchange records one token exchange. result is "success" or a bounded
+// Exchange records one token exchange of kind exchange (aws, oidc). result
+// is "success" or a bounded
 // failure class (see credentials.FailureClass).
-func (m *Metrics) Exchange(instance, result string) {
+func (m *Metrics) Exchange(instance, exchange, result string) {
 	if m == nil {
 		return
 	}
-	m.exchanges.WithLabelValues(instance, result).Inc()
+	m.exchanges.WithLabelValues(instance, exchange, result).Inc()
 }
 
 // CacheLookup records a token cache hit (true) or miss.

@@ -328,7 +328,11 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if !t.id.IsWebhook() {
 		// A ServiceAccount that went or gave up its role takes its Secret
 		// with it, opted in or not, cleanup or not.
-		id, err := r.sas.Confirmed(ctx, req.Namespace, t.id.ServiceAccount)
+		sa, err := r.sas.Confirmed(ctx, req.Namespace, t.id.ServiceAccount)
+		var id credentials.Identity
+		if err == nil {
+			id, err = sa.IdentityFor(inst)
+		}
 		switch {
 		case errors.Is(err, credentials.ErrNoRole), errors.Is(err, credentials.ErrBadRole):
 			return r.serviceAccountGone(ctx, ns, t, req.NamespacedName, err)
@@ -344,7 +348,7 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if err != nil && !t.id.IsWebhook() && errors.Is(err, ErrNoToken) {
 		// No token as the role the ServiceAccount names now: a Secret of
 		// the role it gave up, or one that has expired, must not stay.
-		if held.id.RoleARN != t.id.RoleARN {
+		if held.id != t.id {
 			return r.serviceAccountGone(ctx, ns, held, req.NamespacedName,
 				fmt.Errorf("ServiceAccount %s now names role %s, and no token could be had as it: %w", t.id.ServiceAccount, t.id.RoleARN, err))
 		}

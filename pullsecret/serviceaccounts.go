@@ -3,6 +3,7 @@ package pullsecret
 import (
 	"context"
 	"errors"
+	"strings"
 	"fmt"
 	"sync"
 	"time"
@@ -51,30 +52,63 @@ func NewServiceAccounts(cache, api client.Reader, optIn string, now func() time.
 	return &ServiceAccounts{cache: cache, api: api, optIn: optIn, now: now, missing: map[types.NamespacedName]time.Time{}}
 }
 
-// Identity is the identity of the ServiceAccount namespace/name (name ""
-// is "default", as for a pod). A ServiceAccount that names no role, or
-// does not exist, is an error wrapping credentials.ErrNoRole that says
-// what is missing.
-func (s *ServiceAccounts) Identity(ctx context.Context, namespace, name string) (credentials.Identity, error) {
-	return s.identity(ctx, namespace, name, false)
+// ServiceAccount is what the webhook knows of a ServiceAccount: its name
+// and the annotations it reads.
+type ServiceAccount struct {
+	Namespace, Name string
+	annotations     map[string]string
+	optIn           string
 }
 
-// Confirmed is Identity without the memory of missing ServiceAccounts:
+// Lookup reads the ServiceAccount namespace/name (name "" is "default", as
+// for a pod). One that does not exist is an error wrapping
+// credentials.ErrNoRole and ErrNoServiceAccount.
+func (s *ServiceAccounts) Lookup(ctx context.Context, namespace, name string) (ServiceAccount, error) {
+	return s.lookup(ctx, namespace, name, false)
+}
+
+// Confirmed is Lookup without the memory of missing ServiceAccounts:
 // before the refresher deletes a ServiceAccount's Secret, its absence is
 // checked with the API server.
-func (s *ServiceAccounts) Confirmed(ctx context.Context, namespace, name string) (credentials.Identity, error) {
-	return s.identity(ctx, namespace, name, true)
+func (s *ServiceAccounts) Confirmed(ctx context.Context, namespace, name string) (ServiceAccount, error) {
+	return s.lookup(ctx, namespace, name, true)
 }
 
-func (s *ServiceAccounts) identity(ctx context.Context, namespace, name string, confirm bool) (credentials.Identity, error) {
-	if name == "" {
-		name = "default"
-	}
-	sa, err := s.get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, confirm)
+// Identity is the identity of the ServiceAccount namespace/name for the
+// AWS exchange (Lookup, then IdentityFor an instance of exchange aws).
+func (s *ServiceAccounts) Identity(ctx context.Context, namespace, name string) (credentials.Identity, error) {
+	sa, err := s.Lookup(ctx, namespace, name)
 	if err != nil {
 		return credentials.Identity{}, err
 	}
-	return credentials.ServiceAccountIdentity(namespace, name, sa.Annotations, s.optIn)
+	return sa.IdentityFor(config.Instance{Exchange: config.ExchangeAWS})
+}
+
+func (s *ServiceAccounts) lookup(ctx context.Context, namespace, name string, confirm bool) (ServiceAccount, error) {
+	if name == "" {
+		name = "default"
+	}
+	obj, err := s.get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, confirm)
+	if err != nil {
+		return ServiceAccount{}, err
+	}
+	return ServiceAccount{Namespace: namespace, Name: name, annotations: obj.Annotations, optIn: s.optIn}, nil
+}
+
+// IdentityFor is sa's identity for inst: for the AWS exchange the IAM role
+// its annotation names (an error wrapping credentials.ErrNoRole when it
+// names none, credentials.ErrBadRole when it is no role ARN); for the OIDC
+// exchange the ServiceAccount itself, whose token is the subject. Either
+// way the configured opt-in annotation, if any, must be "true".
+func (sa ServiceAccount) IdentityFor(inst config.Instance) (credentials.Identity, error) {
+	if inst.ExchangesOIDC() {
+		if sa.optIn != "" && !strings.EqualFold(sa.annotations[sa.optIn], "true") {
+			return credentials.Identity{}, fmt.Errorf("%w: ServiceAccount %s/%s does not carry the annotation %s: \"true\"",
+				credentials.ErrNoRole, sa.Namespace, sa.Name, sa.optIn)
+		}
+		return credentials.Identity{Namespace: sa.Namespace, ServiceAccount: sa.Name}, nil
+	}
+	return credentials.ServiceAccountIdentity(sa.Namespace, sa.Name, sa.annotations, sa.optIn)
 }
 
 func (s *ServiceAccounts) get(ctx context.Context, key types.NamespacedName, confirm bool) (*metav1.PartialObjectMetadata, error) {
@@ -170,9 +204,8 @@ func (ts targets) of(sec metav1.Object) (target, bool) {
 	if !ok || sec.GetLabels()[LabelPerServiceAccount] != "true" {
 		return target{}, false
 	}
-	role, ok := credentials.RoleOfName(a[AnnotationIdentity])
-	id := credentials.Identity{RoleARN: role, Namespace: sec.GetNamespace(), ServiceAccount: a[AnnotationServiceAccount]}
-	if !ok || id.ServiceAccount == "" || SecretName(in, id) != sec.GetName() {
+	id, ok := credentials.IdentityOfName(a[AnnotationIdentity], sec.GetNamespace(), a[AnnotationServiceAccount])
+	if !ok || id.IsWebhook() || id.Shared() == in.ExchangesOIDC() || SecretName(in, id) != sec.GetName() {
 		return target{}, false
 	}
 	return newTarget(in, id), true

@@ -707,18 +707,28 @@ func (t target) logValues(key types.NamespacedName) []any {
 	}
 	kv := []any{"instance", t.inst.Name, "secret", name}
 	if !t.id.IsWebhook() {
-		kv = append(kv, "serviceAccount", t.id.ServiceAccount, "role", t.id.RoleARN)
+		kv = append(kv, "serviceAccount", t.id.ServiceAccount)
+	}
+	if t.id.Shared() {
+		kv = append(kv, "role", t.id.RoleARN)
 	}
 	return kv
 }
 
-// asWhom is " as ServiceAccount <name> (role <arn>)" for a ServiceAccount's
-// identity and "" for the webhook's, for Events and warnings.
-func (t target) asWhom() string {
-	if t.id.IsWebhook() {
+// asWhom is AsWhom of t's identity.
+func (t target) asWhom() string { return AsWhom(t.id) }
+
+// AsWhom is " as ServiceAccount <name> (role <arn>)" for a ServiceAccount's
+// role, " as ServiceAccount <name>" for a ServiceAccount itself (the OIDC
+// exchange) and "" for the webhook's identity, for Events and warnings.
+func AsWhom(id credentials.Identity) string {
+	switch {
+	case id.IsWebhook():
 		return ""
+	case id.Shared():
+		return fmt.Sprintf(" as ServiceAccount %s (role %s)", id.ServiceAccount, id.RoleARN)
 	}
-	return fmt.Sprintf(" as ServiceAccount %s (role %s)", t.id.ServiceAccount, t.id.RoleARN)
+	return " as ServiceAccount " + id.ServiceAccount
 }
 
 // hasLabels reports whether sec carries every label of want: a Secret of

@@ -30,11 +30,10 @@ type Secrets interface {
 	EnsureAs(ctx context.Context, namespace string, inst config.Instance, id credentials.Identity, dryRun bool) (pullsecret.Result, error)
 }
 
-// ServiceAccounts resolves the identity of a pod's ServiceAccount
-// (pullsecret.ServiceAccounts): an error wrapping credentials.ErrNoRole
-// when it names no role or does not exist.
+// ServiceAccounts reads a pod's ServiceAccount (pullsecret.ServiceAccounts):
+// an error wrapping credentials.ErrNoRole when it does not exist.
 type ServiceAccounts interface {
-	Identity(ctx context.Context, namespace, name string) (credentials.Identity, error)
+	Lookup(ctx context.Context, namespace, name string) (pullsecret.ServiceAccount, error)
 }
 
 // Event reason and action recorded on the Namespace when a pod is admitted
@@ -243,8 +242,8 @@ func (h *Handler) pullSecrets(ctx context.Context, ns *metav1.PartialObjectMetad
 				warnPrefix, secretName, d.namespace, inst.Name))
 		case r.err != nil:
 			failed, d.err = true, errors.Join(d.err, r.err)
-			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s%s: %v", warnPrefix, inst.Name, asWhom(r.id), r.err))
-			h.recordFailure(ns, inst.Name+asWhom(r.id), r.err)
+			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s%s: %v", warnPrefix, inst.Name, pullsecret.AsWhom(r.id), r.err))
+			h.recordFailure(ns, inst.Name+pullsecret.AsWhom(r.id), r.err)
 		default:
 			names = append(names, r.result.SecretName)
 			if r.result.Warning != "" {
@@ -349,8 +348,8 @@ func (h *Handler) identities(ctx context.Context, namespace, serviceAccount stri
 	}
 	var (
 		resolved bool
-		id       credentials.Identity
-		err      error
+		sa       pullsecret.ServiceAccount
+		lookup   error
 	)
 	jobs = make([]job, 0, len(matched))
 	for _, i := range matched {
@@ -360,8 +359,12 @@ func (h *Handler) identities(ctx context.Context, namespace, serviceAccount stri
 			continue
 		}
 		if !resolved {
-			id, err = h.sas.Identity(ctx, namespace, serviceAccount)
+			sa, lookup = h.sas.Lookup(ctx, namespace, serviceAccount)
 			resolved = true
+		}
+		id, err := sa.IdentityFor(inst)
+		if lookup != nil {
+			err = lookup
 		}
 		switch {
 		case err == nil:
@@ -387,14 +390,6 @@ func (h *Handler) identities(ctx context.Context, namespace, serviceAccount stri
 	return jobs, noRole, failed
 }
 
-// asWhom is " as ServiceAccount <name> (role <arn>)" for a ServiceAccount's
-// identity, "" for the webhook's.
-func asWhom(id credentials.Identity) string {
-	if id.IsWebhook() {
-		return ""
-	}
-	return fmt.Sprintf(" as ServiceAccount %s (role %s)", id.ServiceAccount, id.RoleARN)
-}
 
 type ensured struct {
 	pos      int

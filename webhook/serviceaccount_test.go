@@ -48,9 +48,9 @@ type countingServiceAccounts struct {
 	calls atomic.Int32
 }
 
-func (c *countingServiceAccounts) Identity(ctx context.Context, ns, name string) (credentials.Identity, error) {
+func (c *countingServiceAccounts) Lookup(ctx context.Context, ns, name string) (pullsecret.ServiceAccount, error) {
 	c.calls.Add(1)
-	return c.inner.Identity(ctx, ns, name)
+	return c.inner.Lookup(ctx, ns, name)
 }
 
 func perSAHandler(t *testing.T, s Secrets, sas ...*corev1.ServiceAccount) (*Handler, *countingServiceAccounts, *events.FakeRecorder) {

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,7 +11,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -18,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -46,8 +50,10 @@ type flags struct {
 	healthAddr  string
 	certDir     string
 	checkpoint  string
-	leader      leaderFlags
-	certs       certFlags
+	// serviceAccount is the webhook's own ServiceAccount.
+	serviceAccount string
+	leader         leaderFlags
+	certs          certFlags
 }
 
 func main() {
@@ -59,6 +65,9 @@ func main() {
 	flag.StringVar(&f.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding tls.crt and tls.key; reloaded when they change.")
 	flag.StringVar(&f.checkpoint, "token-checkpoint-secret", pullsecret.DefaultCheckpointSecret, "Secret in the webhook's own "+
 		"namespace (as for --leader-election-namespace) where minted tokens are kept so that a restart need not exchange again.")
+	flag.StringVar(&f.serviceAccount, "service-account-name", os.Getenv("POD_SERVICE_ACCOUNT"), "The webhook's own "+
+		"ServiceAccount, whose token an OIDC exchange with identity webhook and subjectToken.source serviceAccount sends "+
+		"(default $POD_SERVICE_ACCOUNT, which the chart sets).")
 	f.leader.bind(flag.CommandLine)
 	f.certs.bind(flag.CommandLine)
 	zapOpts := zap.Options{}
@@ -172,7 +181,11 @@ func run(ctx context.Context, f flags) error {
 			"--leader-election-namespace or set POD_NAMESPACE. A restart exchanges new tokens.")
 	}
 	m := metrics.New(crmetrics.Registry)
-	tokens, err := newTokenCache(ctx, cfg, awsOpts, m, checkpoint, serviceAccountTokens(direct))
+	tokens, err := newTokenCache(ctx, cfg, awsOpts, m, checkpoint, tokenSources{
+		serviceAccountTokens: func(audience string) credentials.ServiceAccountTokens { return serviceAccountTokens(direct, audience) },
+		self:                 types.NamespacedName{Namespace: f.leader.namespace, Name: f.serviceAccount},
+		gcpMetadataHost:      cmp.Or(os.Getenv("GCE_METADATA_HOST"), credentials.DefaultGCPMetadataHost),
+	})
 	if err != nil {
 		return err
 	}
@@ -279,6 +292,12 @@ func fingerprints(cfg *config.Config, o credentials.AWSOptions) (map[string]stri
 	keys := make([]credentials.Key, 0, len(cfg.Instances))
 	for _, in := range cfg.Instances {
 		s := signer
+		if o := in.OIDC; in.ExchangesOIDC() && o != nil {
+			// What decides the token instead of an AWS identity: the
+			// integration, the mapping asked for and the subject's source.
+			s = strings.Join([]string{"oidc", o.ProviderName, o.IdentityMappingName, o.ProjectKey, o.Audience,
+				string(o.SubjectToken.Source), in.SubjectAudience(), o.SubjectToken.Path}, "\x00")
+		}
 		if ar := in.AWS.AssumeRole; ar != nil {
 			s += "\x00assumeRole:" + ar.RoleARN + "\x00" + ar.ExternalID
 		}
@@ -297,8 +316,11 @@ func roleKeys(cfg *config.Config, prints map[string]string) func(credentials.Key
 	}
 	return func(k credentials.Key) bool {
 		in, ok := cfg.Instance(k.Instance)
+		if !ok || !in.PerServiceAccount() || k.Fingerprint != prints[k.Instance] {
+			return false
+		}
 		_, role := credentials.RoleOfName(k.Identity)
-		return ok && role && in.PerServiceAccount() && k.Fingerprint == prints[k.Instance]
+		return role != in.ExchangesOIDC() && (role || strings.HasPrefix(k.Identity, credentials.ServiceAccountNamePrefix))
 	}
 }
 
@@ -313,21 +335,22 @@ func newCheckpoint(c client.Client, namespace, name string, keys []credentials.K
 		Keys: keys, Roles: roles, Log: ctrl.Log.WithName("checkpoint")})
 }
 
-// ServiceAccount tokens the webhook asks for: for STS, valid for the
-// shortest time the API server grants, bound to nothing (the pod does not
-// exist yet at admission). The chart's token policy allows exactly these.
+// ServiceAccount tokens the webhook asks for: for STS (or an OIDC
+// exchange's audience), valid for the shortest time the API server grants,
+// bound to nothing (the pod does not exist yet at admission). The chart's
+// token policy allows exactly these.
 const (
-	serviceAccountTokenAudience = "sts.amazonaws.com"
+	stsAudience                 = "sts.amazonaws.com"
 	serviceAccountTokenLifetime = 10 * time.Minute
 )
 
-// serviceAccountTokens requests ServiceAccount tokens through the
-// TokenRequest API.
-func serviceAccountTokens(c client.Client) credentials.ServiceAccountTokens {
+// serviceAccountTokens requests ServiceAccount tokens of audience through
+// the TokenRequest API.
+func serviceAccountTokens(c client.Client, audience string) credentials.ServiceAccountTokens {
 	return func(ctx context.Context, namespace, name string) (string, error) {
 		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
 		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
-			Audiences:         []string{serviceAccountTokenAudience},
+			Audiences:         []string{audience},
 			ExpirationSeconds: ptr.To(int64(serviceAccountTokenLifetime / time.Second)),
 		}}
 		if err := c.SubResource("token").Create(ctx, sa, tr); err != nil {
@@ -340,16 +363,34 @@ func serviceAccountTokens(c client.Client) credentials.ServiceAccountTokens {
 	}
 }
 
-// newTokenCache builds one signed exchange per configured instance behind a
-// shared cache, whose mints go to checkpoint (when not nil). Instances with
-// identity serviceAccount also mint as ServiceAccounts' roles, assumed with
-// tokens from saTokens; an instance's aws.assumeRole is chained on top of
-// whichever identity signs.
+// tokenSources are what newTokenCache needs besides the configuration:
+// ServiceAccount tokens of an audience (the TokenRequest API) and the
+// webhook's own ServiceAccount (for the OIDC exchange with identity
+// webhook and subject token source serviceAccount).
+type tokenSources struct {
+	serviceAccountTokens func(audience string) credentials.ServiceAccountTokens
+	self                 types.NamespacedName
+	gcpMetadataHost      string
+}
+
+// newTokenCache builds one exchange per configured instance — AWS-signed or
+// OIDC — behind a shared cache, whose mints go to checkpoint (when not
+// nil). AWS instances with identity serviceAccount also mint as
+// ServiceAccounts' roles, assumed with ServiceAccount tokens; an instance's
+// aws.assumeRole is chained on top of whichever identity signs. OIDC
+// instances exchange the subject token of the identity: the webhook's (its
+// ServiceAccount's token, a file, the metadata server's) or the pod's
+// ServiceAccount's.
 func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.AWSOptions, m *metrics.Metrics,
-	checkpoint *pullsecret.Checkpoint, saTokens credentials.ServiceAccountTokens) (*credentials.Cache, error) {
-	aws, err := credentials.AWSCredentials(ctx, awsOpts)
-	if err != nil {
-		return nil, fmt.Errorf("aws: %w", err)
+	checkpoint *pullsecret.Checkpoint, src tokenSources) (*credentials.Cache, error) {
+	// The webhook's own AWS identity is resolved only when an instance
+	// signs with it: an OIDC-only installation needs no AWS at all.
+	var aws awssdk.CredentialsProvider
+	if slices.ContainsFunc(cfg.Instances, func(in config.Instance) bool { return !in.ExchangesOIDC() }) {
+		var err error
+		if aws, err = credentials.AWSCredentials(ctx, awsOpts); err != nil {
+			return nil, fmt.Errorf("aws: %w", err)
+		}
 	}
 	chained := func(in config.Instance, base awssdk.CredentialsProvider, session string) awssdk.CredentialsProvider {
 		ar := in.AWS.AssumeRole
@@ -360,10 +401,27 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 			SessionName: ar.SessionName}, session)
 	}
 	exchangers := make(map[string]*credentials.Exchanger, len(cfg.Instances))
+	oidc := make(map[string]*credentials.OIDCExchanger, len(cfg.Instances))
 	for _, in := range cfg.Instances {
 		hc, err := credentials.NewHTTPClient(in.CABundle, in.ExchangeTimeout.Duration)
 		if err != nil {
 			return nil, fmt.Errorf("instance %q: %w", in.Name, err)
+		}
+		if in.ExchangesOIDC() {
+			subject, err := subjectTokens(in, src)
+			if err != nil {
+				return nil, fmt.Errorf("instance %q: %w", in.Name, err)
+			}
+			ex, err := credentials.NewOIDCExchanger(credentials.OIDCOptions{
+				Instance: in.Name, URL: in.URL, ProviderName: in.OIDC.ProviderName,
+				IdentityMappingName: in.OIDC.IdentityMappingName, ProjectKey: in.OIDC.ProjectKey, Audience: in.OIDC.Audience,
+				TTL: in.TokenTTL.Duration, Subject: subject, HTTPClient: hc, Metrics: m,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("instance %q: %w", in.Name, err)
+			}
+			oidc[in.Name] = ex
+			continue
 		}
 		ex, err := credentials.NewExchanger(credentials.ExchangeOptions{
 			Instance:    in.Name,
@@ -381,6 +439,9 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 		exchangers[in.Name] = ex
 	}
 	mint := func(ctx context.Context, key credentials.Key) (credentials.Credential, error) {
+		if ex, ok := oidc[key.Instance]; ok {
+			return ex.ExchangeAs(ctx, credentials.Identity{})
+		}
 		ex, ok := exchangers[key.Instance]
 		if !ok {
 			return credentials.Credential{}, fmt.Errorf("unknown instance %q", key.Instance)
@@ -396,23 +457,26 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 		Backoff:      credentials.Backoff{Cap: cfg.BackoffCap.Duration},
 	}
 	if cfg.PerServiceAccount() {
-		roles, err := credentials.NewRoleCredentials(awsOpts, saTokens)
+		roles, err := credentials.NewRoleCredentials(awsOpts, src.serviceAccountTokens(stsAudience))
 		if err != nil {
 			return nil, err
 		}
 		roles.Metrics = m
 		o.Prove = roles.Prove
-		// The exchange signs with the credentials the proof got: the role is
-		// assumed once per ServiceAccount and credential lifetime, not once
-		// per mint. A chained aws.assumeRole is assumed once per mint (once
-		// per role and rotation).
+		// The AWS exchange signs with the credentials the proof got: the
+		// role is assumed once per ServiceAccount and credential lifetime,
+		// not once per mint. A chained aws.assumeRole is assumed once per
+		// mint (once per role and rotation). The OIDC exchange sends the
+		// ServiceAccount's own token.
 		o.MintAs = func(ctx context.Context, key credentials.Key, id credentials.Identity) (credentials.Credential, error) {
 			in, ok := cfg.Instance(key.Instance)
-			ex, known := exchangers[key.Instance]
-			if !ok || !known || !in.PerServiceAccount() {
+			if !ok || !in.PerServiceAccount() {
 				return credentials.Credential{}, fmt.Errorf("instance %q does not mint per ServiceAccount", key.Instance)
 			}
-			return ex.ExchangeWith(ctx, chained(in, roles.Provider(id), credentials.SessionName(id)))
+			if ex, ok := oidc[key.Instance]; ok {
+				return ex.ExchangeAs(ctx, id)
+			}
+			return exchangers[key.Instance].ExchangeWith(ctx, chained(in, roles.Provider(id), credentials.SessionName(id)))
 		}
 	}
 	if checkpoint != nil {
@@ -421,6 +485,34 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 		o.Adopt = checkpoint.Adopt
 	}
 	return credentials.NewCache(mint, o), nil
+}
+
+// subjectTokens is the ID token source of in, an instance of exchange oidc.
+func subjectTokens(in config.Instance, src tokenSources) (credentials.SubjectTokens, error) {
+	st := in.OIDC.SubjectToken
+	switch st.Source {
+	case config.SubjectFile:
+		return credentials.FileSubject(st.Path), nil
+	case config.SubjectGCPMetadata:
+		return credentials.GCPMetadataSubject(src.gcpMetadataHost, in.SubjectAudience(), nil), nil
+	}
+	tokens := src.serviceAccountTokens(in.SubjectAudience())
+	if in.PerServiceAccount() {
+		return func(ctx context.Context, id credentials.Identity) (string, error) {
+			if id.IsWebhook() || id.Shared() {
+				return "", fmt.Errorf("instance %q mints as the pod's ServiceAccount, not as %s", in.Name, id)
+			}
+			return tokens(ctx, id.Namespace, id.ServiceAccount)
+		}, nil
+	}
+	if src.self.Namespace == "" || src.self.Name == "" {
+		return nil, errors.New("oidc.subjectToken.source serviceAccount with identity webhook exchanges the webhook's own " +
+			"ServiceAccount's token: pass --service-account-name (the chart sets POD_SERVICE_ACCOUNT) and the namespace " +
+			"(--leader-election-namespace or POD_NAMESPACE)")
+	}
+	return func(ctx context.Context, _ credentials.Identity) (string, error) {
+		return tokens(ctx, src.self.Namespace, src.self.Name)
+	}, nil
 }
 
 func splitHostPort(addr string) (string, int, error) {

@@ -67,7 +67,10 @@ func newOIDCTest(t *testing.T, o OIDCOptions) (*OIDCExchanger, *fakeOIDCArtifact
 func TestOIDCExchangeSendsTheRFC8693FormAndReadsTheToken(t *testing.T) {
 	var asked []Identity
 	ex, fake, reg := newOIDCTest(t, OIDCOptions{ProviderName: "k8s-cluster", IdentityMappingName: "pull", ProjectKey: "team",
-		Subject: func(_ context.Context, id Identity) (string, error) { asked = append(asked, id); return "subject-jwt-of-" + id.Name(), nil }})
+		Subject: func(_ context.Context, id Identity) (string, error) {
+			asked = append(asked, id)
+			return "subject-jwt-of-" + id.Name(), nil
+		}})
 	api := Identity{Namespace: "team-a", ServiceAccount: "api"}
 	cred, err := ex.ExchangeAs(context.Background(), api)
 	if err != nil {
@@ -98,7 +101,9 @@ func TestOIDCExchangeSendsTheRFC8693FormAndReadsTheToken(t *testing.T) {
 
 func TestOIDCExchangeFailuresCarryArtifactorysReasonRedacted(t *testing.T) {
 	ex, fake, reg := newOIDCTest(t, OIDCOptions{ProviderName: "k8s-cluster",
-		Subject: func(context.Context, Identity) (string, error) { return "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", nil }})
+		Subject: func(context.Context, Identity) (string, error) {
+			return "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", nil
+		}})
 	fake.status, fake.body = 401, `{"errors":[{"code":"UNAUTHORIZED","message":"no identity mapping matched the token (sub system:serviceaccount:team-a:api)"}],"token":"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"}`
 	_, err := ex.ExchangeAs(context.Background(), Identity{})
 	var xe *ExchangeError

@@ -3,8 +3,8 @@ package pullsecret
 import (
 	"context"
 	"errors"
-	"strings"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 

@@ -390,7 +390,6 @@ func (h *Handler) identities(ctx context.Context, namespace, serviceAccount stri
 	return jobs, noRole, failed
 }
 
-
 type ensured struct {
 	pos      int
 	instance int

@@ -126,3 +126,27 @@ func TestTargetsRecogniseAServiceAccountsSecretOnlyByItsExactName(t *testing.T) 
 		}
 	}
 }
+
+func TestTargetsTellTheOIDCServiceAccountsSecretFromARolesOne(t *testing.T) {
+	oidc := config.Instance{Name: "o", SecretName: "o-pull", Identity: config.IdentityServiceAccount, Exchange: config.ExchangeOIDC}
+	aws := config.Instance{Name: "a", SecretName: "a-pull", Identity: config.IdentityServiceAccount, Exchange: config.ExchangeAWS}
+	ts := newTargets([]config.Instance{oidc, aws})
+	sec := func(name, instance, identity string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name,
+			Labels:      map[string]string{ManagedByLabel: ManagedByValue, LabelPerServiceAccount: "true"},
+			Annotations: map[string]string{AnnotationInstance: instance, AnnotationServiceAccount: "api", AnnotationIdentity: identity}}}
+	}
+	if tg, ok := ts.of(sec("o-pull-api", "o", "sa:team-a/api")); !ok || tg.id != (credentials.Identity{Namespace: "team-a", ServiceAccount: "api"}) {
+		t.Errorf("OIDC ServiceAccount's Secret: %+v %v", tg, ok)
+	}
+	for name, s := range map[string]*corev1.Secret{
+		"a role's identity on an OIDC instance":     sec("o-pull-api", "o", "role:"+saRole),
+		"a ServiceAccount's identity on an AWS one": sec("a-pull-api", "a", "sa:team-a/api"),
+		"another namespace's ServiceAccount":        sec("o-pull-api", "o", "sa:team-b/api"),
+		"another ServiceAccount of the namespace":   sec("o-pull-api", "o", "sa:team-a/worker"),
+	} {
+		if tg, ok := ts.of(s); ok {
+			t.Errorf("%s: recognised as %+v", name, tg)
+		}
+	}
+}

@@ -228,3 +228,45 @@ func TestHandleServiceAccountWithoutRoleIsSkippedNotFailed(t *testing.T) {
 		t.Errorf("failed_open = %v, want 0: no role under fallback none is configured, not a failure", got)
 	}
 }
+
+// With the OIDC exchange the pod's ServiceAccount itself is the identity:
+// no role annotation needed, its own Secret, the configured opt-in honoured.
+func TestHandleOIDCInstancePullsAsTheServiceAccountItself(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+instances:
+- name: main
+  url: https://artifactory.example.com
+  registryHosts: [artifactory.example.com]
+  secretName: artifactory-main
+  identity: serviceAccount
+  exchange: oidc
+  oidc: {providerName: k8s}
+requestTimeout: 2s
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := &fakeSecrets{}
+	reader := fakeReader(namespaceObject(testNamespace, optedIn()), serviceAccount("api", nil))
+	h, _ := testHandler(t, secrets, func(o *Options) {
+		o.Config, o.ServiceAccounts = cfg, pullsecret.NewServiceAccounts(reader, nil, "", nil)
+	})
+	resp := h.Handle(context.Background(), podRequest(t, testNamespace, podAs("api", mainImage)))
+	if got := string(mustJSON(t, resp.Patches)); got != `[{"op":"add","path":"/spec/imagePullSecrets","value":[{"name":"artifactory-main-api"}]}]` {
+		t.Errorf("patch = %s (warnings %v)", got, resp.Warnings)
+	}
+	if c := secrets.Calls(); len(c) != 1 || c[0].id != (credentials.Identity{Namespace: testNamespace, ServiceAccount: "api"}) {
+		t.Errorf("ensured %v, want as the ServiceAccount itself", c)
+	}
+
+	// With an opt-in annotation configured, a ServiceAccount without it has no identity.
+	cfg.ServiceAccounts.OptInAnnotation = "JFrogExchange"
+	h, _ = testHandler(t, &fakeSecrets{}, func(o *Options) {
+		o.Config, o.ServiceAccounts = cfg, pullsecret.NewServiceAccounts(reader, nil, "JFrogExchange", nil)
+	})
+	resp = h.Handle(context.Background(), podRequest(t, testNamespace, podAs("api", mainImage)))
+	if len(resp.Patches) != 0 {
+		t.Errorf("patched %s without the opt-in annotation", mustJSON(t, resp.Patches))
+	}
+	assertWarning(t, resp, "JFrogExchange")
+}

@@ -59,6 +59,10 @@ type ArtifactoryOptions struct {
 	// AdminUser and AdminPassword are a basic credential the Docker token realm grants push for, to
 	// seed images in test setup. Empty means no admin.
 	AdminUser, AdminPassword string
+	// IssuerClient fetches the OIDC discovery documents and JWKS of OIDC providers set without
+	// their own Client (the envtest API server's issuer needs its CA and credentials). Default: a
+	// client with a 10s timeout.
+	IssuerClient *http.Client
 }
 
 type accessToken struct {
@@ -66,9 +70,9 @@ type accessToken struct {
 	expires  time.Time
 }
 
-// Artifactory emulates the two Artifactory endpoints the webhook's flow touches: the AWS token
-// exchange and the Docker token realm. It serves HTTPS with a self-signed certificate valid for
-// 127.0.0.1 and localhost.
+// Artifactory emulates the Artifactory endpoints the webhook's flow touches: the AWS token exchange,
+// the OIDC token exchange (artifactory_oidc.go) and the Docker token realm. It serves HTTPS with a
+// self-signed certificate valid for 127.0.0.1 and localhost.
 type Artifactory struct {
 	opts   ArtifactoryOptions
 	srv    *httptest.Server
@@ -88,6 +92,7 @@ type Artifactory struct {
 	body      string
 	delay     time.Duration
 	maxExpiry time.Duration // SetMaxExpiry; overrides opts.MaxExpiry when set
+	oidc      oidcState     // the OIDC token exchange's providers, mappings and records
 }
 
 // NewArtifactory starts an Artifactory emulator over TLS on 127.0.0.1.
@@ -155,14 +160,15 @@ func (a *Artifactory) RegistryOptions() RegistryOptions {
 	}
 }
 
-// Attempts counts requests that reached the token exchange path while up, whatever their outcome.
+// Attempts counts requests that reached a token exchange path (AWS or OIDC) while up, whatever their
+// outcome; OIDCAttempts counts the OIDC ones alone.
 func (a *Artifactory) Attempts() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.attempts
 }
 
-// Exchanges counts successful token exchanges.
+// Exchanges counts successful token exchanges, AWS and OIDC; OIDCExchanges counts the OIDC ones alone.
 func (a *Artifactory) Exchanges() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -184,14 +190,15 @@ func (a *Artifactory) SetDown(down bool) {
 	a.down = down
 }
 
-// SetStatus forces the token exchange to answer code with body; code 0 restores normal answers.
+// SetStatus forces both token exchanges (AWS and OIDC) to answer code with body; code 0 restores
+// normal answers.
 func (a *Artifactory) SetStatus(code int, body string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.status, a.body = code, body
 }
 
-// SetDelay delays every token exchange answer by d (cut short if the client gives up).
+// SetDelay delays every answer of both token exchanges by d (cut short if the client gives up).
 func (a *Artifactory) SetDelay(d time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -296,6 +303,8 @@ func (a *Artifactory) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case TokenExchangePath:
 		a.exchange(w, r)
+	case OIDCTokenExchangePath:
+		a.oidcExchange(w, r)
 	case "/v2/token":
 		a.registryToken(w, r)
 	default:
@@ -311,11 +320,15 @@ func writeArtifactoryError(w http.ResponseWriter, status int, message string) {
 	})
 }
 
-// exchange implements POST /access/api/v1/aws/token: verify the caller's AWS identity by replaying
-// its signed GetCallerIdentity to STS, map the role to a user, and mint an access token.
-func (a *Artifactory) exchange(w http.ResponseWriter, r *http.Request) {
+// beginExchange does what both token exchanges do first: count the attempt, read the body, wait
+// SetDelay and answer SetStatus. It returns the body and the expiry cap in force, or false when it
+// has answered.
+func (a *Artifactory) beginExchange(w http.ResponseWriter, r *http.Request, oidc bool) ([]byte, time.Duration, bool) {
 	a.mu.Lock()
 	a.attempts++
+	if oidc {
+		a.oidc.attempts++
+	}
 	status, forced, delay := a.status, a.body, a.delay
 	maxExpiry := a.opts.MaxExpiry
 	if a.maxExpiry > 0 {
@@ -327,7 +340,7 @@ func (a *Artifactory) exchange(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<16))
 	if err != nil {
 		writeArtifactoryError(w, http.StatusBadRequest, "reading request body: "+err.Error())
-		return
+		return nil, 0, false
 	}
 	if delay > 0 {
 		t := time.NewTimer(delay)
@@ -345,6 +358,16 @@ func (a *Artifactory) exchange(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
 		_, _ = io.WriteString(w, forced)
+		return nil, 0, false
+	}
+	return body, maxExpiry, true
+}
+
+// exchange implements POST /access/api/v1/aws/token: verify the caller's AWS identity by replaying
+// its signed GetCallerIdentity to STS, map the role to a user, and mint an access token.
+func (a *Artifactory) exchange(w http.ResponseWriter, r *http.Request) {
+	body, maxExpiry, ok := a.beginExchange(w, r, false)
+	if !ok {
 		return
 	}
 	if r.Method != http.MethodPost {

@@ -17,7 +17,8 @@ const (
 // Options configures Start. The zero value works for tests that use only Pod Identity.
 type Options struct {
 	// Issuer is the OIDC issuer trusted for IRSA (the API server's service-account issuer), and
-	// IssuerClient fetches its discovery document and JWKS.
+	// IssuerClient fetches its discovery document and JWKS, for STS and for the Artifactory OIDC
+	// providers set without a Client of their own.
 	Issuer       string
 	IssuerClient *http.Client
 	// Subjects are the web-identity subjects the role trusts. Default: every service account.
@@ -71,6 +72,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 		Now:           o.Now,
 		AdminUser:     e.AdminUser,
 		AdminPassword: e.AdminPassword,
+		IssuerClient:  o.IssuerClient,
 	})
 	if err != nil {
 		e.Close()

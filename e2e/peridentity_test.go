@@ -337,3 +337,37 @@ func exchangesOf(users ...string) int {
 	}
 	return n
 }
+
+// TestPodsNamingAMissingServiceAccountFailOpenWithoutATokenRequestStorm:
+// pods may be created before their ServiceAccount (the API server admits
+// them). They are admitted with a warning naming the ServiceAccount, the
+// fallback-webhook instance gives its own Secret, and a burst of them asks
+// STS nothing (no TokenRequest is made for a ServiceAccount found nowhere).
+func TestPodsNamingAMissingServiceAccountFailOpenWithoutATokenRequestStorm(t *testing.T) {
+	run := runInstance("ms")
+	startLifecycleWebhook(t, perSAConfig(run))
+	a := newTeam(t, "a")
+	sharedImage := stack.BurstHost + "/" + harness.ImageRepo + ":" + harness.ImageTag
+	sent := len(stack.Emu.STS.WebIdentityTokens())
+	for i := range 5 {
+		got, warnings := createPod(t, a.ns, podAs(fmt.Sprintf("ghost%d", i), "ghost", a.image, sharedImage))
+		if n := pullSecretNames(got); !slices.Equal(n, []string{"shared-" + run}) {
+			t.Errorf("pod of a missing ServiceAccount: imagePullSecrets %v, want only the fallback-webhook instance's", n)
+		}
+		if w := strings.Join(warnings, "\n"); !strings.Contains(w, "ServiceAccount not found: "+a.ns+"/ghost") {
+			t.Errorf("warnings %q do not name the missing ServiceAccount", warnings)
+		}
+	}
+	if d := len(stack.Emu.STS.WebIdentityTokens()) - sent; d != 0 {
+		t.Errorf("%d ServiceAccount tokens sent to STS for pods of a missing ServiceAccount, want none", d)
+	}
+	if _, ok := getSecret(t, a.ns, "team-"+run+"-ghost"); ok {
+		t.Error("a Secret was written for a missing ServiceAccount")
+	}
+	// Once it exists (with its role), the next pod gets its own Secret.
+	createServiceAccount(t, a.ns, "ghost", map[string]string{config.RoleARNAnnotation: a.role})
+	eventually(t, 15*time.Second, "a pod of the now created ServiceAccount getting its Secret", func() bool {
+		got, _ := createPod(t, a.ns, podAs(fmt.Sprintf("ghost-%d", time.Now().UnixNano()%1e6), "ghost", a.image))
+		return slices.Equal(pullSecretNames(got), []string{"team-" + run + "-ghost"})
+	})
+}

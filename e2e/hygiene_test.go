@@ -13,6 +13,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/emulator"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/internal/leaktest"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
@@ -79,6 +80,9 @@ func searchForSecrets(t *testing.T, sources map[string]string, extra map[string]
 	}
 	for i, jwt := range stack.Emu.STS.WebIdentityTokens() {
 		secrets[fmt.Sprintf("a ServiceAccount token sent to STS (#%d)", i)] = jwt
+	}
+	for i, jwt := range stack.Emu.Artifactory.OIDCSubjectTokens() {
+		secrets[fmt.Sprintf("an OIDC subject token sent to Artifactory (#%d)", i)] = jwt
 	}
 	for name, v := range dockerconfigAuths(t) {
 		secrets["dockerconfig auth of "+name] = v
@@ -188,4 +192,41 @@ func allEventText(t *testing.T) string {
 		b.WriteString(e.Reason + " " + e.Message + "\n")
 	}
 	return b.String()
+}
+
+// TestOIDCPathLeaksNoSubjectToken is the hygiene search over the OIDC
+// exchange: success, a ServiceAccount no mapping matches (401), and a
+// provider expecting another audience.
+func TestOIDCPathLeaksNoSubjectToken(t *testing.T) {
+	run := runInstance("ho")
+	provider := "k8s-" + run
+	stack.Emu.Artifactory.SetOIDCProvider(emulator.OIDCProvider{Name: provider, IssuerURL: stack.Cluster.Issuer(), Audience: stack.Emu.Artifactory.URL()})
+	t.Cleanup(func() { stack.Emu.Artifactory.RemoveOIDCProvider(provider) })
+	a := newOIDCTeam(t, provider, 1)
+	createServiceAccount(t, a.ns, "api", nil)
+	unmapped := optedIn(t)
+	createServiceAccount(t, unmapped, "api", nil)
+	startLifecycleWebhook(t, oidcConfig(run, provider, provider, "/nonexistent"))
+	var warnings []string
+	for _, ns := range []string{a.ns, unmapped} {
+		_, w := createPod(t, ns, podAs("p", "api", a.image))
+		warnings = append(warnings, w...)
+	}
+	if len(stack.Emu.Artifactory.OIDCSubjectTokens()) == 0 {
+		t.Fatal("precondition: no subject token reached Artifactory")
+	}
+	metricsText, err := stack.Webhook.MetricsText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources := map[string]string{
+		"webhook log":        stack.Webhook.Logs(),
+		"metrics":            metricsText,
+		"admission warnings": strings.Join(warnings, "\n"),
+		"Events":             allEventText(t),
+	}
+	if !strings.Contains(sources["admission warnings"], "HTTP 401") {
+		t.Fatalf("precondition: the unmapped ServiceAccount left no warning to search: %q", warnings)
+	}
+	searchForSecrets(t, sources, nil)
 }

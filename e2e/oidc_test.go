@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/emulator"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
 
@@ -193,4 +194,64 @@ func TestOIDCExchangeWithTheWrongAudienceExplainsTheRefusal(t *testing.T) {
 	eventually(t, 10*time.Second, "a TokenExchangeFailed Event naming the audience", func() bool {
 		return namespaceEventContains(t, a.ns, "TokenExchangeFailed", "audience")
 	})
+}
+
+// TestOIDCExchangeWithTheGCPMetadataServersIdentityToken: with source
+// gcpMetadata the webhook asks the metadata server (GCE_METADATA_HOST) for
+// an identity token of the configured audience, with its Metadata-Flavor
+// header, and Artifactory maps Google's claims (here the email) to a user.
+func TestOIDCExchangeWithTheGCPMetadataServersIdentityToken(t *testing.T) {
+	run := runInstance("og")
+	google, err := emulator.NewOIDCIssuer(emulator.OIDCIssuerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(google.Close)
+	email := "puller-" + run + "@project.iam.gserviceaccount.com"
+	md := emulator.NewGCPMetadata(google, email)
+	t.Cleanup(md.Close)
+	provider, user := "gke-"+run, "gke-"+run+"-puller"
+	stack.Emu.Artifactory.SetOIDCProvider(emulator.OIDCProvider{Name: provider, IssuerURL: google.URL(), Audience: "artifactory-" + run, Client: google.Client()})
+	t.Cleanup(func() { stack.Emu.Artifactory.RemoveOIDCProvider(provider) })
+	stack.Emu.Artifactory.AddOIDCMapping(provider, emulator.OIDCMapping{Name: "gke", Priority: 1, Username: user, Claims: map[string]string{"email": email}})
+	cfg := fmt.Sprintf(`instances:
+- name: gke%[1]s
+  url: %[2]s
+  registryHosts: [%[3]q]
+  tokenTTL: 1h
+  caBundle: %[4]s
+  secretName: gke-%[1]s
+  exchange: oidc
+  oidc: {providerName: %[5]s, subjectToken: {source: gcpMetadata, audience: artifactory-%[1]s}}
+requestTimeout: 2s
+`, run, stack.Emu.Artifactory.URL(), stack.Emu.Registry.Host(), filepath.Join(stack.Dir, "artifactory-ca.pem"), provider)
+	err = stack.StartWebhook(context.Background(), harness.PodIdentity, func(o *harness.WebhookOptions) {
+		o.Config = cfg
+		o.Env = append(o.Env, "GCE_METADATA_HOST="+md.URL())
+		o.Args = append(o.Args, leaderArgs...)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() && stack.Webhook != nil {
+			t.Log("webhook logs:\n" + stack.Webhook.Logs())
+		}
+		restartWebhook(t, harness.PodIdentity)
+	})
+	ns := optedIn(t)
+	got, warnings := createPod(t, ns, pod("app", stack.Image))
+	if n := pullSecretNames(got); !slices.Equal(n, []string{"gke-" + run}) {
+		t.Fatalf("imagePullSecrets %v, want [gke-%s] (warnings %v)", n, run, warnings)
+	}
+	s, _ := getSecret(t, ns, "gke-"+run)
+	if u, _, err := pullsecret.ParseDockerConfigJSON(s.Data[corev1.DockerConfigJsonKey], stack.Emu.Registry.Host()); err != nil || u != user {
+		t.Errorf("Secret of user %q (%v), want %q", u, err, user)
+	}
+	if err := pull(ns, stack.Image, []string{"gke-" + run}); err != nil {
+		t.Errorf("pull: %v", err)
+	}
+	if md.Requests() == 0 {
+		t.Error("the metadata server was not asked")
+	}
 }

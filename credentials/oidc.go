@@ -151,6 +151,15 @@ func FileSubject(path string) SubjectTokens {
 	}
 }
 
+// metadataClient reaches the metadata server never through a proxy: it is
+// link-local, and a proxy would see (and could answer) the identity token
+// request.
+func metadataClient() *http.Client {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.Proxy = nil
+	return &http.Client{Timeout: 5 * time.Second, Transport: transport}
+}
+
 // DefaultGCPMetadataHost is the GCE/GKE metadata server; GCE_METADATA_HOST
 // overrides it, as in Google's client libraries.
 const DefaultGCPMetadataHost = "169.254.169.254"
@@ -160,7 +169,7 @@ const DefaultGCPMetadataHost = "169.254.169.254"
 // claims of format=full, on every exchange.
 func GCPMetadataSubject(host, audience string, hc *http.Client) SubjectTokens {
 	if hc == nil {
-		hc = &http.Client{Timeout: 5 * time.Second}
+		hc = metadataClient()
 	}
 	u := url.URL{Scheme: "http", Host: host, Path: "/computeMetadata/v1/instance/service-accounts/default/identity",
 		RawQuery: url.Values{"audience": {audience}, "format": {"full"}}.Encode()}

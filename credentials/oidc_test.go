@@ -189,16 +189,13 @@ func TestGCPMetadataSubjectAsksForTheAudienceWithTheMetadataHeader(t *testing.T)
 // The metadata server is never asked through a proxy, whatever the
 // environment says.
 func TestGCPMetadataClientIgnoresTheProxyEnvironment(t *testing.T) {
-	t.Setenv("HTTP_PROXY", "http://proxy.example:3128")
-	t.Setenv("NO_PROXY", "")
 	tr, ok := metadataClient().Transport.(*http.Transport)
 	if !ok {
 		t.Fatal("not an *http.Transport")
 	}
+	// Any proxy function may proxy (ProxyFromEnvironment reads the
+	// environment once per process, so asking it proves nothing): none.
 	if tr.Proxy != nil {
-		req, _ := http.NewRequest(http.MethodGet, "http://169.254.169.254/computeMetadata/v1/", nil)
-		if u, err := tr.Proxy(req); err != nil || u != nil {
-			t.Errorf("the metadata request would go through %v (%v)", u, err)
-		}
+		t.Error("the metadata client has a proxy function")
 	}
 }

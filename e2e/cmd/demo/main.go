@@ -8,6 +8,10 @@
 //	make demo ARGS=--per-sa         also show per-ServiceAccount identities: two teams,
 //	                                two roles, two Artifactory users (issue #11)
 //	make demo ARGS="--per-sa --once"
+//	make demo ARGS=--oidc           instead show Artifactory's OIDC exchange: the API server's
+//	                                issuer as provider, two teams mapped by sub to two users,
+//	                                no AWS and no annotation (issue #12); not with --per-sa
+//	make demo ARGS="--oidc --once"
 package main
 
 import (
@@ -34,10 +38,17 @@ func main() {
 	once := flag.Bool("once", false, "exit after the showcase instead of staying up")
 	verbose := flag.Bool("v", false, "print the webhook's logs")
 	perSA := flag.Bool("per-sa", false, "also show per-ServiceAccount identities: two teams pulling as their own IAM roles")
+	oidc := flag.Bool("oidc", false, "also show Artifactory's OIDC exchange: two teams' ServiceAccount tokens mapped by sub to their own users (not with --per-sa)")
 	flag.Parse()
+	if *perSA && *oidc {
+		// Both showcases take the registry's localhost alias (instance burst's
+		// host), the only other name the registry answers to.
+		fmt.Fprintln(os.Stderr, "demo: --per-sa and --oidc are exclusive (both use the registry's localhost alias); run them one at a time")
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *once, *verbose, *perSA); err != nil {
+	if err := run(ctx, *once, *verbose, *perSA, *oidc); err != nil {
 		fmt.Fprintln(os.Stderr, "\ndemo failed:", err)
 		os.Exit(1)
 	}
@@ -45,7 +56,7 @@ func main() {
 
 func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
 
-func run(ctx context.Context, once, verbose, perSA bool) error {
+func run(ctx context.Context, once, verbose, perSA, oidc bool) error {
 	root := harness.ModuleRoot()
 	demoDir := filepath.Join(root, ".demo")
 	if err := os.MkdirAll(demoDir, 0o700); err != nil {
@@ -74,6 +85,13 @@ func run(ctx context.Context, once, verbose, perSA bool) error {
 		}
 		adjust = append(adjust, func(o *harness.WebhookOptions) { o.Config = cfg })
 		step("starting the webhook (AWS identity: EKS Pod Identity, via the agent emulator; instance %q: each pod's ServiceAccount's role, IRSA)", teamsInstance)
+	} else if oidc {
+		cfg, err := oidcConfig(s)
+		if err != nil {
+			return err
+		}
+		adjust = append(adjust, func(o *harness.WebhookOptions) { o.Config = cfg })
+		step("starting the webhook (AWS identity: EKS Pod Identity, via the agent emulator; instance %q: each pod's ServiceAccount token, Artifactory's OIDC exchange)", oidcInstance)
 	} else {
 		step("starting the webhook (AWS identity: EKS Pod Identity, via the agent emulator)")
 	}
@@ -149,6 +167,11 @@ func run(ctx context.Context, once, verbose, perSA bool) error {
 			return err
 		}
 	}
+	if oidc {
+		if err := showOIDC(ctx, s); err != nil {
+			return err
+		}
+	}
 	if once {
 		step("done")
 		return nil
@@ -162,6 +185,12 @@ func run(ctx context.Context, once, verbose, perSA bool) error {
 			config.RoleARNAnnotation, demoAccount)
 		fmt.Printf("    kubectl -n team-a run ci --image=%s --overrides='{\"spec\":{\"serviceAccountName\":\"ci\"}}' && kubectl -n team-a get pod ci -o jsonpath='{.spec.imagePullSecrets}'\n",
 			newDemoTeam(s, "a", "").image)
+	}
+	if oidc {
+		fmt.Printf("    kubectl -n team-a create serviceaccount ci  # no annotation: mapping %q of provider %q matches its sub\n",
+			newOIDCTeam(s, "a", "", 1).mapping, oidcProvider)
+		fmt.Printf("    kubectl -n team-a run ci --image=%s --overrides='{\"spec\":{\"serviceAccountName\":\"ci\"}}' && kubectl -n team-a get pod ci -o jsonpath='{.spec.imagePullSecrets}'\n",
+			newOIDCTeam(s, "a", "", 1).image)
 	}
 	fmt.Printf("    metrics: http://%s/metrics\n", s.Webhook.MetricsAddr)
 	<-ctx.Done()

@@ -63,6 +63,12 @@ func teamsInstanceYAML(s *harness.Stack) string {
 // demo does not otherwise use); instance "main", which the first part of
 // the demo shows, is unchanged.
 func perSAConfig(s *harness.Stack) (string, error) {
+	return configInPlaceOfBurst(s, teamsInstanceYAML(s))
+}
+
+// configInPlaceOfBurst is the stack's configuration with instance (YAML,
+// one list item) in place of "burst"; every other instance is unchanged.
+func configInPlaceOfBurst(s *harness.Stack, instance string) (string, error) {
 	cfg := s.Config(harness.PodIdentity)
 	start := strings.Index(cfg, "- name: burst\n")
 	if start < 0 {
@@ -72,7 +78,7 @@ func perSAConfig(s *harness.Stack) (string, error) {
 	if end < 0 {
 		return "", fmt.Errorf("the stack's configuration has no instance after burst:\n%s", cfg)
 	}
-	return cfg[:start] + teamsInstanceYAML(s) + cfg[start+1+end+1:], nil
+	return cfg[:start] + instance + cfg[start+1+end+1:], nil
 }
 
 // showPerServiceAccount sets up two teams — namespaces, IAM roles trusted

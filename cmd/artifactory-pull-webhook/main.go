@@ -497,21 +497,23 @@ func subjectTokens(in config.Instance, src tokenSources) (credentials.SubjectTok
 		return credentials.GCPMetadataSubject(src.gcpMetadataHost, in.SubjectAudience(), nil), nil
 	}
 	tokens := src.serviceAccountTokens(in.SubjectAudience())
-	if in.PerServiceAccount() {
-		return func(ctx context.Context, id credentials.Identity) (string, error) {
-			if id.IsWebhook() || id.Shared() {
-				return "", fmt.Errorf("instance %q mints as the pod's ServiceAccount, not as %s", in.Name, id)
-			}
-			return tokens(ctx, id.Namespace, id.ServiceAccount)
-		}, nil
+	// The webhook's own identity — with identity webhook, or the fallback
+	// webhook of identity serviceAccount — sends its own ServiceAccount's
+	// token.
+	ownNeeded := !in.PerServiceAccount() || in.Fallback == config.FallbackWebhook
+	if ownNeeded && (src.self.Namespace == "" || src.self.Name == "") {
+		return nil, errors.New("oidc.subjectToken.source serviceAccount exchanges the webhook's own ServiceAccount's token " +
+			"(identity webhook, or fallback webhook): pass --service-account-name (the chart sets POD_SERVICE_ACCOUNT) and " +
+			"the namespace (--leader-election-namespace or POD_NAMESPACE)")
 	}
-	if src.self.Namespace == "" || src.self.Name == "" {
-		return nil, errors.New("oidc.subjectToken.source serviceAccount with identity webhook exchanges the webhook's own " +
-			"ServiceAccount's token: pass --service-account-name (the chart sets POD_SERVICE_ACCOUNT) and the namespace " +
-			"(--leader-election-namespace or POD_NAMESPACE)")
-	}
-	return func(ctx context.Context, _ credentials.Identity) (string, error) {
-		return tokens(ctx, src.self.Namespace, src.self.Name)
+	return func(ctx context.Context, id credentials.Identity) (string, error) {
+		switch {
+		case id.IsWebhook() && ownNeeded:
+			return tokens(ctx, src.self.Namespace, src.self.Name)
+		case id.IsWebhook(), id.Shared(), !in.PerServiceAccount():
+			return "", fmt.Errorf("instance %q does not mint as %s", in.Name, id)
+		}
+		return tokens(ctx, id.Namespace, id.ServiceAccount)
 	}, nil
 }
 

@@ -13,6 +13,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 )
 
 // readBody answers 200 with the body's length once it has read all of it,
@@ -209,5 +214,60 @@ func TestUnreadAnswerFailsItsWritesAtTheWriteDeadline(t *testing.T) {
 		}
 	case <-time.After(giveUp):
 		t.Fatalf("the handler was still writing to a client that does not read after %s", giveUp)
+	}
+}
+
+// The OIDC subject of each identity: the pod's ServiceAccount's token for
+// a ServiceAccount, the webhook's own for the webhook's identity (identity
+// webhook, or the fallback webhook of identity serviceAccount), and never
+// one for an identity the instance does not mint as.
+func TestSubjectTokensSendTheRightServiceAccountsToken(t *testing.T) {
+	asked := []string{}
+	src := tokenSources{
+		serviceAccountTokens: func(audience string) credentials.ServiceAccountTokens {
+			return func(_ context.Context, ns, name string) (string, error) {
+				asked = append(asked, audience+" "+ns+"/"+name)
+				return "jwt", nil
+			}
+		},
+		self: types.NamespacedName{Namespace: "apw", Name: "apw-sa"},
+	}
+	inst := func(identity config.Identity, fallback config.Fallback) config.Instance {
+		return config.Instance{Name: "o", URL: "https://a.example", Identity: identity, Fallback: fallback, Exchange: config.ExchangeOIDC,
+			OIDC: &config.OIDC{ProviderName: "p", SubjectToken: config.SubjectToken{Source: config.SubjectServiceAccount}}}
+	}
+	pod := credentials.Identity{Namespace: "team-a", ServiceAccount: "api"}
+	for _, tc := range []struct {
+		name string
+		in   config.Instance
+		id   credentials.Identity
+		want string // "" for an error
+	}{
+		{"per ServiceAccount", inst(config.IdentityServiceAccount, config.FallbackNone), pod, "https://a.example team-a/api"},
+		{"per ServiceAccount, fallback webhook", inst(config.IdentityServiceAccount, config.FallbackWebhook), credentials.Identity{}, "https://a.example apw/apw-sa"},
+		{"per ServiceAccount, fallback none", inst(config.IdentityServiceAccount, config.FallbackNone), credentials.Identity{}, ""},
+		{"webhook identity", inst(config.IdentityWebhook, ""), credentials.Identity{}, "https://a.example apw/apw-sa"},
+		{"webhook identity asked as a ServiceAccount", inst(config.IdentityWebhook, ""), pod, ""},
+		{"a role", inst(config.IdentityServiceAccount, config.FallbackNone), credentials.Identity{RoleARN: "arn:aws:iam::111122223333:role/r", Namespace: "team-a", ServiceAccount: "api"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			asked = asked[:0]
+			sub, err := subjectTokens(tc.in, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = sub(context.Background(), tc.id)
+			switch {
+			case tc.want == "" && (err == nil || len(asked) != 0):
+				t.Errorf("asked %v, err %v; want an error and no token request", asked, err)
+			case tc.want != "" && (err != nil || len(asked) != 1 || asked[0] != tc.want):
+				t.Errorf("asked %v, err %v; want %q", asked, err, tc.want)
+			}
+		})
+	}
+	// Without its own ServiceAccount known, an instance that needs it fails at start.
+	if _, err := subjectTokens(inst(config.IdentityWebhook, ""), tokenSources{serviceAccountTokens: src.serviceAccountTokens}); err == nil ||
+		!strings.Contains(err.Error(), "--service-account-name") {
+		t.Errorf("err = %v", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 )
 
@@ -42,6 +43,13 @@ type chartCase struct {
 	// chart adds the ServiceAccount and unnamed Secret rules and the token
 	// request policy; no other value set may have any of them.
 	perServiceAccount bool
+	// selfToken: an instance of exchange oidc and identity webhook exchanges
+	// the webhook's own ServiceAccount token, so the Deployment sets
+	// POD_SERVICE_ACCOUNT, the Role grants that token by name and the token
+	// request policy is rendered.
+	selfToken bool
+	// extraMounts are the mount paths of extraVolumeMounts.
+	extraMounts []string
 }
 
 var chartCases = []chartCase{
@@ -66,6 +74,11 @@ var chartCases = []chartCase{
 		failurePolicy: admissionregistrationv1.Ignore, timeoutSeconds: 10, excluded: []string{"kube-system"},
 		roleARN: "arn:aws:iam::123456789012:role/artifactory-puller", pullSecrets: []string{"artifactory-pull", "onprem-pull"},
 		replicas: 2, perServiceAccount: true},
+	{name: "oidc", values: "oidc-values.yaml", fullname: "oidc-artifactory-pull-webhook",
+		optIn: [2]string{"artifactory-pull-webhook/inject", "enabled"}, optOut: [2]string{"artifactory-pull-webhook/inject", "disabled"},
+		failurePolicy: admissionregistrationv1.Ignore, timeoutSeconds: 10, excluded: []string{"kube-system"},
+		pullSecrets: []string{"artifactory-pull", "teams-pull", "azure-pull"}, replicas: 2, perServiceAccount: true,
+		selfToken: true, extraMounts: []string{"/var/run/secrets/artifactory"}},
 }
 
 func valuesPath(name string) string {
@@ -102,6 +115,7 @@ func TestChartLintsAndEveryValueSetAppliesServerSideWithTheWebhookConfigurationA
 			checkWebhookConfiguration(t, tc, ns, mwc)
 			checkDeployment(t, tc, ns)
 			checkRBAC(t, tc, ns)
+			checkConfig(t, tc, ns)
 
 			sa := &corev1.ServiceAccount{}
 			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: tc.fullname}, sa); err != nil {
@@ -231,6 +245,44 @@ func checkDeployment(t *testing.T, tc chartCase, ns string) {
 	if !strings.Contains(args, wantMode) {
 		t.Errorf("args %q lack %s", args, wantMode)
 	}
+	var saEnv *corev1.EnvVar
+	for i, e := range ctr.Env {
+		if e.Name == "POD_SERVICE_ACCOUNT" {
+			saEnv = &ctr.Env[i]
+		}
+	}
+	if (saEnv != nil) != tc.selfToken {
+		t.Errorf("POD_SERVICE_ACCOUNT set = %v, want %v (an OIDC instance of identity webhook)", saEnv != nil, tc.selfToken)
+	} else if saEnv != nil && (saEnv.ValueFrom == nil || saEnv.ValueFrom.FieldRef == nil || saEnv.ValueFrom.FieldRef.FieldPath != "spec.serviceAccountName") {
+		t.Errorf("POD_SERVICE_ACCOUNT = %+v, want the downward API's spec.serviceAccountName", saEnv)
+	}
+	var mounts, volumes []string
+	for _, m := range ctr.VolumeMounts {
+		if m.Name != "config" && m.Name != "tls" {
+			mounts = append(mounts, m.MountPath)
+		}
+	}
+	for _, v := range p.Volumes {
+		if v.Name != "config" && v.Name != "tls" {
+			volumes = append(volumes, v.Name)
+		}
+	}
+	if !slices.Equal(mounts, tc.extraMounts) || len(volumes) != len(tc.extraMounts) {
+		t.Errorf("extra mounts %v of volumes %v, want %v (extraVolumes, extraVolumeMounts)", mounts, volumes, tc.extraMounts)
+	}
+}
+
+// checkConfig loads the rendered configuration as the webhook does: every
+// value set is a configuration the webhook starts with.
+func checkConfig(t *testing.T, tc chartCase, ns string) {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := stack.Cluster.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: tc.fullname}, cm); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Parse([]byte(cm.Data["config.yaml"])); err != nil {
+		t.Errorf("the rendered config.yaml does not load: %v", err)
+	}
 }
 
 func checkRBAC(t *testing.T, tc chartCase, ns string) {
@@ -258,10 +310,27 @@ func checkRBAC(t *testing.T, tc chartCase, ns string) {
 		t.Errorf("Secret read without resourceNames %v, ServiceAccount read %v, token create %v; want each %v (identity serviceAccount)",
 			unnamedSecretRead, serviceAccountRead, tokenCreate, tc.perServiceAccount)
 	}
+	role := &rbacv1.Role{}
+	if err := stack.Cluster.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: tc.fullname}, role); err != nil {
+		t.Fatal(err)
+	}
+	selfToken := false
+	for _, r := range role.Rules {
+		if slices.Contains(r.Resources, "serviceaccounts/token") {
+			selfToken = true
+			if !slices.Equal(r.ResourceNames, []string{tc.fullname}) || !slices.Equal(r.Verbs, []string{"create"}) {
+				t.Errorf("Role token rule %+v, want create of its own ServiceAccount's token only", r)
+			}
+		}
+	}
+	if selfToken != tc.selfToken {
+		t.Errorf("Role grants its own ServiceAccount's token = %v, want %v (an OIDC instance of identity webhook)", selfToken, tc.selfToken)
+	}
+	want := tc.perServiceAccount || tc.selfToken
 	err := stack.Cluster.Client.Get(context.Background(), client.ObjectKey{Name: tc.fullname + "-token-requests"},
 		&admissionregistrationv1.ValidatingAdmissionPolicy{})
-	if tc.perServiceAccount && err != nil || !tc.perServiceAccount && !apierrors.IsNotFound(err) {
-		t.Errorf("token request policy: %v (identity serviceAccount %v)", err, tc.perServiceAccount)
+	if want && err != nil || !want && !apierrors.IsNotFound(err) {
+		t.Errorf("token request policy: %v (identity serviceAccount %v, own ServiceAccount token %v)", err, tc.perServiceAccount, tc.selfToken)
 	}
 }
 

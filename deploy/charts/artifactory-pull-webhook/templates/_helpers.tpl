@@ -67,6 +67,79 @@ request policy (tokenpolicy.yaml). Webhook-identity charts render none of it.
 {{- end }}
 
 {{/*
+The audience of the ID tokens of an OIDC instance's exchange (config Instance.SubjectAudience):
+oidc.subjectToken.audience, or else the instance's url. Called with the instance.
+*/}}
+{{- define "apw.subjectAudience" -}}
+{{- default .url (dig "oidc" "subjectToken" "audience" "" .) }}
+{{- end }}
+
+{{/*
+Audiences of the tokens the webhook requests for its OWN ServiceAccount, as a JSON list: one per instance of
+exchange oidc, identity webhook and subjectToken.source serviceAccount (the defaults are exchange aws, identity
+webhook, source serviceAccount). Non-empty: the Deployment sets POD_SERVICE_ACCOUNT, the Role grants a token of
+this release's ServiceAccount by name, and the token policy admits these audiences for it (tokenpolicy.yaml).
+*/}}
+{{- define "apw.selfTokenAudiences" -}}
+{{- $auds := list }}
+{{- range .Values.config.instances }}
+{{- if and (eq (toString (default "aws" .exchange)) "oidc")
+      (or (eq (toString (default "webhook" .identity)) "webhook") (eq (toString (default "none" .fallback)) "webhook"))
+      (eq (toString (default "serviceAccount" (dig "oidc" "subjectToken" "source" "" .))) "serviceAccount") }}
+{{- $auds = append $auds (include "apw.subjectAudience" .) }}
+{{- end }}
+{{- end }}
+{{- toJson (uniq $auds) }}
+{{- end }}
+
+{{/*
+Audiences of the tokens the webhook requests for pods' ServiceAccounts (identity serviceAccount), as a JSON list:
+sts.amazonaws.com when an instance of exchange aws (the default) has identity serviceAccount (IRSA's
+AssumeRoleWithWebIdentity), and the subject audience of each instance of exchange oidc with identity
+serviceAccount (the pod's ServiceAccount token is the ID token exchanged). The token policy admits exactly these
+in opted-in namespaces. An OIDC audience that another party trusts (sts.amazonaws.com, Azure AD's, the API
+server's usual ones) fails the render: such tokens of every opted-in ServiceAccount would be worth far more.
+*/}}
+{{- define "apw.perServiceAccountTokenAudiences" -}}
+{{- $auds := list }}
+{{- range .Values.config.instances }}
+{{- if eq (toString (default "webhook" .identity)) "serviceAccount" }}
+{{- if eq (toString (default "aws" .exchange)) "oidc" }}
+{{- $aud := include "apw.subjectAudience" . }}
+{{- /* Tokens of every opted-in ServiceAccount of an audience that something else trusts would be worth more than
+an Artifactory pull: STS (IRSA roles), Azure AD (workload identity), the API server. */ -}}
+{{- $trusted := dict "sts.amazonaws.com" "AWS STS (IRSA)" "api://AzureADTokenExchange" "Azure AD (workload identity)"
+      "https://kubernetes.default.svc" "the API server"
+      "https://kubernetes.default.svc.cluster.local" "the API server" }}
+{{- $name := .name }}
+{{- with get $trusted $aud }}
+{{- fail (printf "%s %q, which %s also trusts: %s. %s %s"
+      (printf "config.instances: %s has identity serviceAccount and exchange oidc with the subject audience" $name) $aud .
+      "the chart would let the webhook request such tokens of every ServiceAccount in opted-in namespaces"
+      "Give oidc.subjectToken.audience an audience of Artifactory's own (default: the instance's url)"
+      "and configure the OIDC integration for it") }}
+{{- end }}
+{{- $auds = append $auds $aud }}
+{{- else }}
+{{- $auds = append $auds "sts.amazonaws.com" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson (uniq $auds) }}
+{{- end }}
+
+{{/* "true" when some instance uses the AWS-signed exchange (exchange aws, the default), "" otherwise. */}}
+{{- define "apw.awsExchange" -}}
+{{- $on := false }}
+{{- range .Values.config.instances }}
+{{- if eq (toString (default "aws" .exchange)) "aws" }}
+{{- $on = true }}
+{{- end }}
+{{- end }}
+{{- if $on }}true{{ end }}
+{{- end }}
+
+{{/*
 Prefixes of the per-ServiceAccount pull Secrets, "<secretName>-" of each serviceAccount instance, as a JSON list:
 a ServiceAccount's Secret is <secretName>-<serviceAccount>, cut to 236 characters and ending in a hash when longer
 than 253: it keeps the prefix as long as secretName has at most 234 characters.

@@ -391,7 +391,7 @@ func FailureClass(err error) string {
 		status = xe.Status
 	}
 	switch {
-	case errors.Is(err, errCredentials):
+	case errors.Is(err, errCredentials), errors.Is(err, errSubjectToken):
 		return "credentials"
 	case isTimeout(err): // before status: a body read can time out after a 200
 		return "timeout"

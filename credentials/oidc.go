@@ -14,6 +14,11 @@ import (
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
 )
 
+// errSubjectToken marks an OIDC exchange that could not get its subject
+// token (FailureClass "credentials", like AWS credentials that could not be
+// retrieved).
+var errSubjectToken = errors.New("the OIDC subject token could not be had")
+
 // Exchange kinds, as the exchange label of the exchange metric names them.
 const (
 	ExchangeAWS  = "aws"
@@ -112,7 +117,7 @@ func (e *OIDCExchanger) exchange(ctx context.Context, id Identity) (Credential, 
 	}
 	subject, err := e.o.Subject(ctx, id)
 	if err != nil {
-		return Credential{}, fail(0, nil, "", fmt.Errorf("%w: the OIDC subject token: %w", errCredentials, err))
+		return Credential{}, fail(0, nil, "", fmt.Errorf("%w: %w", errSubjectToken, err))
 	}
 	form := url.Values{
 		"grant_type":         {grantTokenExchange},

@@ -120,8 +120,9 @@ func TestOIDCExchangeFailuresCarryArtifactorysReasonRedacted(t *testing.T) {
 	ex2, fake2, _ := newOIDCTest(t, OIDCOptions{ProviderName: "p", Subject: func(context.Context, Identity) (string, error) {
 		return "", errors.New("token file missing")
 	}})
-	if _, err := ex2.ExchangeAs(context.Background(), Identity{}); FailureClass(err) != "credentials" || len(fake2.forms) != 0 {
-		t.Errorf("no subject token: %v (class %s), %d requests", err, FailureClass(err), len(fake2.forms))
+	if _, err := ex2.ExchangeAs(context.Background(), Identity{}); FailureClass(err) != "credentials" || len(fake2.forms) != 0 ||
+		!strings.Contains(err.Error(), "OIDC subject token") || strings.Contains(err.Error(), "AWS") {
+		t.Errorf("no subject token: %v (class %s), %d requests; want the subject token named, not AWS", err, FailureClass(err), len(fake2.forms))
 	}
 	// The anonymous answer is refused, as for the AWS exchange.
 	fake.status, fake.body = 200, `{"access_token":"x","username":"anonymous"}`

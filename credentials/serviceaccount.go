@@ -275,8 +275,8 @@ func refused(err error) bool {
 }
 
 func (r *RoleCredentials) retrieve(ctx context.Context, id Identity) (aws.Credentials, error) {
-	if id.IsWebhook() {
-		return aws.Credentials{}, errors.New("the webhook's own identity has no ServiceAccount role")
+	if !id.Shared() {
+		return aws.Credentials{}, fmt.Errorf("%s has no ServiceAccount role", id)
 	}
 	token, err := r.tokens(ctx, id.Namespace, id.ServiceAccount)
 	if err != nil {

@@ -77,6 +77,7 @@ type Handler struct {
 	apiReader      client.Reader
 	secrets        Secrets
 	sas            ServiceAccounts
+	optIn          string // config.ServiceAccounts.OptInAnnotation
 	recorder       events.EventRecorder
 	metrics        *metrics.Metrics
 	log            logr.Logger
@@ -118,6 +119,7 @@ func NewHandler(o Options) (*Handler, error) {
 		apiReader:   o.APIReader,
 		secrets:     o.Secrets,
 		sas:         o.ServiceAccounts,
+		optIn:       o.Config.ServiceAccounts.OptInAnnotation,
 		recorder:    o.Recorder,
 		metrics:     o.Metrics,
 		log:         o.Log,
@@ -373,9 +375,15 @@ func (h *Handler) identities(ctx context.Context, namespace, serviceAccount stri
 			jobs = append(jobs, job{instance: i})
 		case errors.Is(err, credentials.ErrNoRole):
 			noRole, d.reason = true, err.Error()
+			fix := fmt.Sprintf("annotate ServiceAccount %s with %s: <IAM role ARN>", serviceAccount, config.RoleARNAnnotation)
+			if inst.ExchangesOIDC() {
+				fix = fmt.Sprintf("create ServiceAccount %s", serviceAccount)
+				if h.optIn != "" {
+					fix = fmt.Sprintf("create ServiceAccount %s, or annotate it with %s: \"true\"", serviceAccount, h.optIn)
+				}
+			}
 			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s, which pulls as the pod's ServiceAccount: %v; "+
-				"annotate ServiceAccount %s with %s: <IAM role ARN>, or set the instance's fallback: webhook",
-				warnPrefix, inst.Name, err, serviceAccount, config.RoleARNAnnotation))
+				"%s, or set the instance's fallback: webhook", warnPrefix, inst.Name, err, fix))
 		case errors.Is(err, credentials.ErrBadRole):
 			failed, d.err = true, errors.Join(d.err, err)
 			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s, which pulls as the pod's ServiceAccount: %v; "+

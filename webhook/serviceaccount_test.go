@@ -268,5 +268,10 @@ requestTimeout: 2s
 	if len(resp.Patches) != 0 {
 		t.Errorf("patched %s without the opt-in annotation", mustJSON(t, resp.Patches))
 	}
-	assertWarning(t, resp, "JFrogExchange")
+	assertWarning(t, resp, `or annotate it with JFrogExchange: "true"`)
+	for _, w := range resp.Warnings {
+		if strings.Contains(w, "role-arn") {
+			t.Errorf("warning %q gives the AWS hint for an OIDC instance", w)
+		}
+	}
 }

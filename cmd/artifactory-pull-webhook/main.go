@@ -167,7 +167,9 @@ func run(ctx context.Context, f flags) error {
 		Region:      cfg.AWS.Region,
 		STSEndpoint: cfg.AWS.STSEndpoint,
 	}
-	prints, keys := fingerprints(cfg, awsOpts)
+	self := types.NamespacedName{Namespace: f.leader.namespace, Name: f.serviceAccount}
+	metadataHost := cmp.Or(os.Getenv("GCE_METADATA_HOST"), credentials.DefaultGCPMetadataHost)
+	prints, keys := fingerprints(cfg, awsOpts, self.String(), metadataHost)
 	checkpoint, err := newCheckpoint(direct, f.leader.namespace, f.checkpoint, keys, roleKeys(cfg, prints))
 	if err != nil {
 		return err
@@ -183,8 +185,8 @@ func run(ctx context.Context, f flags) error {
 	m := metrics.New(crmetrics.Registry)
 	tokens, err := newTokenCache(ctx, cfg, awsOpts, m, checkpoint, tokenSources{
 		serviceAccountTokens: func(audience string) credentials.ServiceAccountTokens { return serviceAccountTokens(direct, audience) },
-		self:                 types.NamespacedName{Namespace: f.leader.namespace, Name: f.serviceAccount},
-		gcpMetadataHost:      cmp.Or(os.Getenv("GCE_METADATA_HOST"), credentials.DefaultGCPMetadataHost),
+		self:                 self,
+		gcpMetadataHost:      metadataHost,
 	})
 	if err != nil {
 		return err
@@ -286,7 +288,7 @@ func optional(sas *pullsecret.ServiceAccounts) pwebhook.ServiceAccounts {
 // fingerprints returns each instance's token fingerprint (by instance name)
 // and the token keys of the configuration. A chained role (aws.assumeRole)
 // is part of what signs, so it is part of the fingerprint.
-func fingerprints(cfg *config.Config, o credentials.AWSOptions) (map[string]string, []credentials.Key) {
+func fingerprints(cfg *config.Config, o credentials.AWSOptions, self, metadataHost string) (map[string]string, []credentials.Key) {
 	signer := credentials.SigningIdentity(o)
 	prints := make(map[string]string, len(cfg.Instances))
 	keys := make([]credentials.Key, 0, len(cfg.Instances))
@@ -295,8 +297,15 @@ func fingerprints(cfg *config.Config, o credentials.AWSOptions) (map[string]stri
 		if o := in.OIDC; in.ExchangesOIDC() && o != nil {
 			// What decides the token instead of an AWS identity: the
 			// integration, the mapping asked for and the subject's source.
+			subject := o.SubjectToken.Path // file
+			switch o.SubjectToken.Source {
+			case config.SubjectServiceAccount:
+				subject = self // the webhook's own ServiceAccount (identity webhook, fallback webhook)
+			case config.SubjectGCPMetadata:
+				subject = metadataHost
+			}
 			s = strings.Join([]string{"oidc", o.ProviderName, o.IdentityMappingName, o.ProjectKey, o.Audience,
-				string(o.SubjectToken.Source), in.SubjectAudience(), o.SubjectToken.Path}, "\x00")
+				string(o.SubjectToken.Source), in.SubjectAudience(), subject}, "\x00")
 		}
 		if ar := in.AWS.AssumeRole; ar != nil {
 			s += "\x00assumeRole:" + ar.RoleARN + "\x00" + ar.ExternalID
@@ -472,6 +481,9 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 			in, ok := cfg.Instance(key.Instance)
 			if !ok || !in.PerServiceAccount() {
 				return credentials.Credential{}, fmt.Errorf("instance %q does not mint per ServiceAccount", key.Instance)
+			}
+			if id.Shared() == in.ExchangesOIDC() {
+				return credentials.Credential{}, fmt.Errorf("instance %q (exchange %s) does not mint as %s", key.Instance, in.Exchange, id)
 			}
 			if ex, ok := oidc[key.Instance]; ok {
 				return ex.ExchangeAs(ctx, id)

@@ -271,3 +271,26 @@ func TestSubjectTokensSendTheRightServiceAccountsToken(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// What an OIDC token depends on besides the instance: the webhook's own
+// ServiceAccount (source serviceAccount) or the metadata server. Changing
+// either retires the checkpointed token.
+func TestOIDCFingerprintNamesTheSubjectsSource(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+instances:
+- {name: own, url: "https://a.example", registryHosts: [a.example], exchange: oidc, oidc: {providerName: p}}
+- {name: gke, url: "https://b.example", registryHosts: [b.example], secretName: gke, exchange: oidc, oidc: {providerName: p, subjectToken: {source: gcpMetadata}}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := fingerprints(cfg, credentials.AWSOptions{}, "apw/sa", "169.254.169.254")
+	otherSA, _ := fingerprints(cfg, credentials.AWSOptions{}, "apw/other", "169.254.169.254")
+	otherHost, _ := fingerprints(cfg, credentials.AWSOptions{}, "apw/sa", "metadata.internal")
+	if base["own"] == otherSA["own"] || base["gke"] != otherSA["gke"] {
+		t.Errorf("own ServiceAccount changed: own %s→%s, gke %s→%s; want only own's changed", base["own"], otherSA["own"], base["gke"], otherSA["gke"])
+	}
+	if base["gke"] == otherHost["gke"] || base["own"] != otherHost["own"] {
+		t.Errorf("metadata host changed: gke %s→%s, own %s→%s; want only gke's changed", base["gke"], otherHost["gke"], base["own"], otherHost["own"])
+	}
+}

@@ -1,0 +1,133 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var fileKey = Key{Instance: "main", Identity: WebhookIdentity, Fingerprint: "fp1"}
+
+func minter(n *atomic.Int32, issued time.Time) func(context.Context) (Credential, error) {
+	return func(context.Context) (Credential, error) {
+		n.Add(1)
+		time.Sleep(20 * time.Millisecond) // an exchange takes a while: others must wait, not mint
+		return Credential{Username: "puller", Token: NewToken("token-" + issued.String()), IssuedAt: issued, Expiry: issued.Add(time.Hour)}, nil
+	}
+}
+
+// Concurrent invocations — each its own FileCache and lock file
+// descriptor, as separate kubelet exec's are — make one exchange.
+func TestFileCacheConcurrentInvocationsMakeOneExchange(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	now := time.Now()
+	var mints atomic.Int32
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &FileCache{Dir: dir, Now: func() time.Time { return now }}
+			cred, err := c.Get(context.Background(), fileKey, minter(&mints, now))
+			if err != nil || cred.Username != "puller" || cred.Token.IsZero() {
+				t.Errorf("Get = %+v, %v", cred, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := mints.Load(); n != 1 {
+		t.Errorf("%d exchanges for 20 concurrent invocations, want 1", n)
+	}
+	info, err := os.Stat(filepath.Join(dir, fileName(fileKey)))
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("cache file: %v, mode %v; want 0600", err, info.Mode().Perm())
+	}
+	if d, err := os.Stat(dir); err != nil || d.Mode().Perm() != 0o700 {
+		t.Errorf("cache dir mode %v (%v), want 0700", d.Mode().Perm(), err)
+	}
+}
+
+func TestFileCacheRefreshesAtItsThresholdAndOnANewFingerprint(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	c := &FileCache{Dir: dir, Now: func() time.Time { return now }}
+	var mints atomic.Int32
+	get := func(key Key) Credential {
+		t.Helper()
+		cred, err := c.Get(context.Background(), key, minter(&mints, now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cred
+	}
+	first := get(fileKey)
+	now = now.Add(44 * time.Minute) // before 75% of an hour
+	if get(fileKey).Token.Reveal() != first.Token.Reveal() || mints.Load() != 1 {
+		t.Errorf("%d exchanges before the refresh point, want 1", mints.Load())
+	}
+	now = now.Add(2 * time.Minute) // past it
+	if get(fileKey); mints.Load() != 2 {
+		t.Errorf("%d exchanges past the refresh point, want 2", mints.Load())
+	}
+	other := fileKey
+	other.Fingerprint = "fp2" // the configuration changed
+	if get(other); mints.Load() != 3 {
+		t.Errorf("a credential of another fingerprint was reused")
+	}
+	if entries, _ := filepath.Glob(filepath.Join(dir, "*.json")); len(entries) != 1 {
+		t.Errorf("%d cache files, want the one of the current fingerprint only", len(entries))
+	}
+}
+
+// A corrupt, foreign or exposed file is never a failed pull: it is ignored
+// and replaced.
+func TestFileCacheIgnoresCorruptForeignOrExposedFiles(t *testing.T) {
+	now := time.Now()
+	for name, spoil := range map[string]func(path string) error{
+		"corrupt": func(p string) error { return os.WriteFile(p, []byte("{not json"), 0o600) },
+		"another instance's": func(p string) error {
+			return os.WriteFile(p, []byte(`{"instance":"other","identity":"webhook","fingerprint":"fp1","username":"x","token":"planted","issuedAt":"`+
+				now.Format(time.RFC3339)+`","expiresAt":"`+now.Add(time.Hour).Format(time.RFC3339)+`"}`), 0o600)
+		},
+		"readable by others": func(p string) error { return os.Chmod(p, 0o644) },
+		"a symlink":          func(p string) error { os.Remove(p); return os.Symlink("/etc/hostname", p) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			c := &FileCache{Dir: dir, Now: func() time.Time { return now }}
+			var mints atomic.Int32
+			if _, err := c.Get(context.Background(), fileKey, minter(&mints, now)); err != nil {
+				t.Fatal(err)
+			}
+			if err := spoil(filepath.Join(dir, fileName(fileKey))); err != nil {
+				t.Fatal(err)
+			}
+			cred, err := c.Get(context.Background(), fileKey, minter(&mints, now))
+			if err != nil || mints.Load() != 2 || cred.Token.Reveal() == "planted" {
+				t.Errorf("Get after the file was spoiled: %v, %d exchanges; want a new exchange", err, mints.Load())
+			}
+		})
+	}
+}
+
+func TestFileCacheGivesUpWaitingWithTheContext(t *testing.T) {
+	dir := t.TempDir()
+	holder := &FileCache{Dir: dir}
+	unlock, err := holder.lock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	var mints atomic.Int32
+	_, err = (&FileCache{Dir: dir}).Get(ctx, fileKey, minter(&mints, time.Now()))
+	if !errors.Is(err, context.DeadlineExceeded) || mints.Load() != 0 {
+		t.Errorf("Get while another invocation holds the lock: %v, %d exchanges", err, mints.Load())
+	}
+}

@@ -47,20 +47,27 @@ func TestNoSecretReachesLogsMetricsEventsOrWarnings(t *testing.T) {
 	_, w = createPod(t, failNS, pod("recovered", stack.FaultyHost+"/team/app:1.0"))
 	warnings = append(warnings, w...)
 
+	sources := operatorView(t, warnings)
+	if !strings.Contains(sources["admission warnings"], "faulty") || !strings.Contains(sources["Events"], "TokenExchangeFailed") {
+		t.Fatalf("precondition: the failure left no warning or Event to search: %q", warnings)
+	}
+	searchForSecrets(t, sources, map[string]string{"a token in a rejected response": bodyToken})
+}
+
+// operatorView is everything an operator or a namespace owner can read:
+// the webhook's log, its metrics, every Event and the admission warnings.
+func operatorView(t *testing.T, warnings []string) map[string]string {
+	t.Helper()
 	metricsText, err := stack.Webhook.MetricsText()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sources := map[string]string{
+	return map[string]string{
 		"webhook log":        stack.Webhook.Logs(),
 		"metrics":            metricsText,
 		"admission warnings": strings.Join(warnings, "\n"),
 		"Events":             allEventText(t),
 	}
-	if !strings.Contains(sources["admission warnings"], "faulty") || !strings.Contains(sources["Events"], "TokenExchangeFailed") {
-		t.Fatalf("precondition: the failure left no warning or Event to search: %q", warnings)
-	}
-	searchForSecrets(t, sources, map[string]string{"a token in a rejected response": bodyToken})
 }
 
 // searchForSecrets fails t for every secret found in sources, in every
@@ -132,16 +139,7 @@ func TestPerServiceAccountPathLeaksNoServiceAccountTokenOrCredentials(t *testing
 	if len(stack.Emu.STS.WebIdentityTokens()) == 0 {
 		t.Fatal("precondition: no ServiceAccount token reached STS")
 	}
-	metricsText, err := stack.Webhook.MetricsText()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sources := map[string]string{
-		"webhook log":        stack.Webhook.Logs(),
-		"metrics":            metricsText,
-		"admission warnings": strings.Join(warnings, "\n"),
-		"Events":             allEventText(t),
-	}
+	sources := operatorView(t, warnings)
 	if !strings.Contains(sources["admission warnings"], "AccessDenied") || !strings.Contains(sources["admission warnings"], "plain") {
 		t.Fatalf("precondition: the refusal and the missing role left no warning to search: %q", warnings)
 	}
@@ -215,16 +213,7 @@ func TestOIDCPathLeaksNoSubjectToken(t *testing.T) {
 	if len(stack.Emu.Artifactory.OIDCSubjectTokens()) == 0 {
 		t.Fatal("precondition: no subject token reached Artifactory")
 	}
-	metricsText, err := stack.Webhook.MetricsText()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sources := map[string]string{
-		"webhook log":        stack.Webhook.Logs(),
-		"metrics":            metricsText,
-		"admission warnings": strings.Join(warnings, "\n"),
-		"Events":             allEventText(t),
-	}
+	sources := operatorView(t, warnings)
 	if !strings.Contains(sources["admission warnings"], "HTTP 401") {
 		t.Fatalf("precondition: the unmapped ServiceAccount left no warning to search: %q", warnings)
 	}

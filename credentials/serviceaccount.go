@@ -258,10 +258,16 @@ const proofTimeout = 20 * time.Second
 // errNoServiceAccountToken marks a failed ServiceAccount token request.
 var errNoServiceAccountToken = errors.New("no ServiceAccount token")
 
+// ErrServiceAccountTokenRefused is wrapped by a ServiceAccountTokens error
+// that says the token will not be had (the ServiceAccount is gone, or the
+// request is forbidden), as opposed to an API server failing for a while:
+// only it withdraws a kept proof.
+var ErrServiceAccountTokenRefused = errors.New("ServiceAccount token refused")
+
 // refused reports whether err says the ServiceAccount may not assume the
 // role (rather than that STS or the API server failed for a while).
 func refused(err error) bool {
-	if errors.Is(err, errNoServiceAccountToken) {
+	if errors.Is(err, ErrServiceAccountTokenRefused) {
 		return true
 	}
 	var ae smithy.APIError

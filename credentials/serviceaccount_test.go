@@ -350,3 +350,35 @@ func TestProveEndsWhenSTSSaysTheCredentialsExpire(t *testing.T) {
 		t.Errorf("proof 9 minutes into 10-minute credentials: %v, %d STS calls; want a new proof", err, stsFake.count())
 	}
 }
+
+// A ServiceAccount token request that fails for a while (the API server
+// busy) keeps a proof that still holds; one refused (the ServiceAccount
+// gone, the request forbidden) withdraws it.
+func TestProofSurvivesAPassingTokenFailureButNotARefusal(t *testing.T) {
+	stsFake := &fakeSTS{}
+	stsSrv := httptest.NewServer(stsFake)
+	t.Cleanup(stsSrv.Close)
+	var tokenErr error
+	roles, err := NewRoleCredentials(AWSOptions{STSEndpoint: stsSrv.URL}, func(context.Context, string, string) (string, error) {
+		return "jwt", tokenErr
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2029, 12, 31, 0, 0, 0, 0, time.UTC)
+	roles.now = func() time.Time { return now }
+	api := Identity{RoleARN: teamARole, Namespace: "team-a", ServiceAccount: "api"}
+	ctx := context.Background()
+	if err := roles.Prove(ctx, api); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(59 * time.Minute) // the kept proof is due, still valid
+	tokenErr = errors.New("etcdserver: request timed out")
+	if err := roles.Prove(ctx, api); err != nil {
+		t.Errorf("proof during a passing token failure: %v; want the kept proof", err)
+	}
+	tokenErr = fmt.Errorf("%w: serviceaccounts \"api\" not found", ErrServiceAccountTokenRefused)
+	if err := roles.Prove(ctx, api); err == nil {
+		t.Error("proof after the ServiceAccount's token was refused succeeded")
+	}
+}

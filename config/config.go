@@ -1,6 +1,7 @@
 // Package config loads and validates the webhook's YAML configuration file.
 // Every error names the field at fault, so a bad file fails at start with a
-// message the operator can act on.
+// message the operator can act on. Its Matcher says which instance serves an
+// image, for the webhook and the kubelet credential provider alike.
 package config
 
 import (

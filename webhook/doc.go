@@ -3,7 +3,7 @@
 // the secret names to spec.imagePullSecrets.
 //
 // The request path reads top-down in Handler.Handle: review (kind and
-// operation) → namespace opt-in → pod opt-out → images (Matcher) → secrets
+// operation) → namespace opt-in → pod opt-out → images (config.Matcher) → secrets
 // (the Secrets interface, implemented by package pullsecret) → patch.
 //
 // The webhook always fails open: a malformed object, an unreachable

@@ -68,7 +68,7 @@ type Options struct {
 // Handler is the mutating admission handler for pods.
 type Handler struct {
 	instances      []config.Instance
-	matcher        *Matcher
+	matcher        *config.Matcher
 	timeout        time.Duration
 	nsKey, nsValue string
 	optOutKey      string
@@ -109,7 +109,7 @@ func NewHandler(o Options) (*Handler, error) {
 	}
 	return &Handler{
 		instances:   o.Config.Instances,
-		matcher:     NewMatcher(o.Config.Instances),
+		matcher:     config.NewMatcher(o.Config.Instances),
 		timeout:     o.Config.RequestTimeout.Duration,
 		nsKey:       nsKey,
 		nsValue:     nsValue,
@@ -304,7 +304,7 @@ func (h *Handler) namespace(ctx context.Context, name string) (*metav1.PartialOb
 func (h *Handler) matchImages(p *pod) (matched []int, warnings []string) {
 	seen := make([]bool, len(h.instances))
 	p.images(func(image string) {
-		i, err := h.matcher.match(image)
+		i, err := h.matcher.Index(image)
 		switch {
 		case err != nil:
 			h.metrics.UnparseableImage()

@@ -34,7 +34,7 @@ func TestMatcherAgreesWithKubeletKeyring(t *testing.T) {
 		{"config", matcherConfig(t).Instances, matchCases},
 		{"ipv6", ipv6Instances, ipv6Cases},
 	} {
-		m := NewMatcher(set.instances)
+		m := config.NewMatcher(set.instances)
 		secrets := make([]corev1.Secret, len(set.instances))
 		for i, in := range set.instances {
 			secrets[i] = pullSecret(t, in)

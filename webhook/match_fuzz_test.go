@@ -30,7 +30,7 @@ func FuzzMatch(f *testing.F) {
 		f.Add(s)
 	}
 	instances := testConfig(f).Instances
-	m := NewMatcher(instances)
+	m := config.NewMatcher(instances)
 
 	f.Fuzz(func(t *testing.T, image string) {
 		name, ok, err := m.Match(image)

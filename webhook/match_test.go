@@ -46,7 +46,7 @@ func matcherConfig(t testing.TB) *config.Config {
 	return c
 }
 
-func testMatcher(t testing.TB) *Matcher { return NewMatcher(matcherConfig(t).Instances) }
+func testMatcher(t testing.TB) *config.Matcher { return config.NewMatcher(matcherConfig(t).Instances) }
 
 type matchCase struct {
 	name, image, want string
@@ -142,11 +142,11 @@ var ipv6Cases = []matchCase{
 func TestMatcherMatch(t *testing.T) {
 	for _, set := range []struct {
 		name    string
-		matcher *Matcher
+		matcher *config.Matcher
 		cases   []matchCase
 	}{
 		{"config", testMatcher(t), matchCases},
-		{"ipv6", NewMatcher(ipv6Instances), ipv6Cases},
+		{"ipv6", config.NewMatcher(ipv6Instances), ipv6Cases},
 	} {
 		for _, tt := range set.cases {
 			t.Run(set.name+"/"+tt.name, func(t *testing.T) {
@@ -163,7 +163,7 @@ func TestMatcherMatch(t *testing.T) {
 }
 
 func TestMatcherExactHostBeatsWildcard(t *testing.T) {
-	m := NewMatcher([]config.Instance{
+	m := config.NewMatcher([]config.Instance{
 		{Name: "wild", RegistryHosts: []string{"*.example.io"}},
 		{Name: "exact", RegistryHosts: []string{"docker.example.io"}},
 	})
@@ -176,7 +176,7 @@ func TestMatcherExactHostBeatsWildcard(t *testing.T) {
 }
 
 func TestMatcherSamePatternTwiceFirstInstanceWins(t *testing.T) {
-	m := NewMatcher([]config.Instance{
+	m := config.NewMatcher([]config.Instance{
 		{Name: "first", RegistryHosts: []string{"*.example.io", "registry.example.io"}},
 		{Name: "second", RegistryHosts: []string{"*.EXAMPLE.io", " registry.example.io"}},
 	})
@@ -200,16 +200,5 @@ func BenchmarkMatch(b *testing.B) {
 		if _, _, err := m.Match(images[i%len(images)]); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-// BenchmarkMatchDomain is the host rule alone, as run on an image's first
-// sight after the reference parse.
-func BenchmarkMatchDomain(b *testing.B) {
-	m := testMatcher(b)
-	domains := []string{"artifactory.example.com", "x.team.jfrog.io", "acme.jfrog.io", "a.b.jfrog.io", "ghcr.io", "a.ports.example.net:8443"}
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		m.matchDomain(domains[i%len(domains)])
 	}
 }

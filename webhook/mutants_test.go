@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +14,7 @@ import (
 // Tests that pin behaviour the mutation run (make mutation) found unpinned.
 
 func TestMatcherWildcardWithPortMatchesOnlyThatPort(t *testing.T) {
-	m := NewMatcher([]config.Instance{{Name: "wildport", RegistryHosts: []string{"*.example.io:5000"}}})
+	m := config.NewMatcher([]config.Instance{{Name: "wildport", RegistryHosts: []string{"*.example.io:5000"}}})
 	for image, want := range map[string]string{
 		"a.example.io:5000/app": "wildport",
 		"a.example.io/app":      "",
@@ -25,27 +24,6 @@ func TestMatcherWildcardWithPortMatchesOnlyThatPort(t *testing.T) {
 		if got, _, err := m.Match(image); err != nil || got != want {
 			t.Errorf("Match(%q) = %q, %v; want %q", image, got, err, want)
 		}
-	}
-}
-
-func TestMatcherMemoIsBoundedAndClearsOnlyPastTheBound(t *testing.T) {
-	m := NewMatcher([]config.Instance{{Name: "main", RegistryHosts: []string{"r.example.io"}}})
-	for i := range maxKnownImages {
-		if _, _, err := m.Match(fmt.Sprintf("r.example.io/app:%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := m.knownSize.Load(); n != maxKnownImages {
-		t.Fatalf("memo holds %d images after %d distinct ones, want all of them", n, maxKnownImages)
-	}
-	if _, _, err := m.Match("r.example.io/one-more"); err != nil {
-		t.Fatal(err)
-	}
-	if n := m.knownSize.Load(); n != 1 {
-		t.Errorf("memo holds %d images past its bound, want it cleared to the newest", n)
-	}
-	if got, _, _ := m.Match("r.example.io/app:1"); got != "main" {
-		t.Errorf("a cleared memo changed the answer: %q", got)
 	}
 }
 

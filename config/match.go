@@ -1,4 +1,4 @@
-package webhook
+package config
 
 import (
 	"fmt"
@@ -7,8 +7,6 @@ import (
 	"sync/atomic"
 
 	"github.com/distribution/reference"
-
-	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 )
 
 // Matcher maps an image reference to the configured instance serving its
@@ -49,7 +47,7 @@ type wildcard struct {
 // patterns overlap, an exact host beats a wildcard; otherwise the first
 // instance in config order wins. (Two different wildcards never match the
 // same host: each fixes every label but the first.)
-func NewMatcher(instances []config.Instance) *Matcher {
+func NewMatcher(instances []Instance) *Matcher {
 	m := &Matcher{exact: map[string]int{}, wildcards: map[wildcard]int{}}
 	for i, in := range instances {
 		m.names = append(m.names, in.Name)
@@ -79,15 +77,17 @@ func NewMatcher(instances []config.Instance) *Matcher {
 // Match returns the name of the instance serving image's registry. err is
 // set when image is not a valid reference.
 func (m *Matcher) Match(image string) (instance string, ok bool, err error) {
-	i, err := m.match(image)
+	i, err := m.Index(image)
 	if err != nil || i < 0 {
 		return "", false, err
 	}
 	return m.names[i], true, nil
 }
 
-// match returns the index of the matching instance, or -1.
-func (m *Matcher) match(image string) (int, error) {
+// Index returns the index (in the instances given to NewMatcher) of the
+// instance serving image's registry, or -1. err is set when image is not a
+// valid reference.
+func (m *Matcher) Index(image string) (int, error) {
 	if i, ok := m.known.Load(image); ok {
 		return i.(int), nil
 	}

@@ -467,7 +467,7 @@ func (c *Config) Validate() error {
 		}
 		for j, h := range in.RegistryHosts {
 			hf := fmt.Sprintf("%s.registryHosts[%d]", f, j)
-			if err := validHost(h); err != nil {
+			if err := ValidHost(h); err != nil {
 				bad(hf, "%v", err)
 			} else if other, dup := hosts[h]; dup {
 				bad(hf, "%q is already a host of instance %q", h, other)
@@ -633,8 +633,8 @@ func (c *Config) CheckFailover(leaseDuration time.Duration) error {
 	return errors.Join(errs...)
 }
 
-// validHost checks a registry host pattern: host, host:port or *.suffix.
-func validHost(h string) error {
+// ValidHost checks a registry host pattern: host, host:port or *.suffix.
+func ValidHost(h string) error {
 	name := strings.TrimPrefix(h, "*.")
 	if strings.Contains(name, "*") {
 		return fmt.Errorf("%q: a wildcard is only allowed as a leading \"*.\"", h)

@@ -44,6 +44,10 @@ var forwardedHeaders = [...]string{"Authorization", "X-Amz-Date", "X-Amz-Securit
 
 var regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 
+// ValidRegion reports whether region is shaped like an AWS region name
+// (eu-west-1, us-gov-west-1, cn-north-1), as ExchangeOptions.Region must be.
+func ValidRegion(region string) bool { return regionPattern.MatchString(region) }
+
 // ExchangeOptions configures an Exchanger.
 type ExchangeOptions struct {
 	// Instance is the configured instance name (metrics label, error text).

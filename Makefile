@@ -21,12 +21,13 @@ E2E_PKGS := ./e2e
 EXTRA_TESTS :=
 -include hack/make/*.mk
 
-.PHONY: all build test unit e2e demo bench vet fmt check envtest-bins clean
+.PHONY: all build test unit e2e demo bench vet fmt check envtest-bins kubelet-keyring clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/artifactory-pull-webhook ./cmd/artifactory-pull-webhook
+	$(GO) build -o $(BIN)/artifactory-credential-provider ./cmd/artifactory-credential-provider
 
 ## envtest binaries, built from the Go module proxy
 envtest-bins: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd
@@ -45,14 +46,24 @@ $(K8S_BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/go.sum
 	cd hack/tools/etcd && $(GO) build -trimpath -ldflags "-s -w" -o $@ go.etcd.io/etcd/server/v3
 	@$@ --version | head -1
 
+# kubelet's own credential-provider plugin runner and keyring, for the credential provider's end-to-end
+# tests; in the kube-apiserver tools module, so the Go build cache serves the packages both share.
+KUBELET_KEYRING := $(BIN)/kubelet-keyring
+kubelet-keyring: $(KUBELET_KEYRING)
+
+$(KUBELET_KEYRING): hack/tools/kube-apiserver/go.mod hack/tools/kube-apiserver/go.sum hack/tools/kube-apiserver/kubelet-keyring/main.go
+	@mkdir -p $(BIN)
+	@echo ">> building kubelet's credential-provider plugin runner from the Go module proxy"
+	cd hack/tools/kube-apiserver && $(GO) build -trimpath -ldflags "-s -w" -o $@ ./kubelet-keyring
+
 ## tests
 test: unit e2e $(EXTRA_TESTS)
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
-e2e: envtest-bins
-	$(GO) test -count=1 -timeout 20m $(E2E_PKGS)
+e2e: envtest-bins $(KUBELET_KEYRING)
+	KUBELET_KEYRING=$(KUBELET_KEYRING) $(GO) test -count=1 -timeout 20m $(E2E_PKGS)
 
 check: vet fmt
 

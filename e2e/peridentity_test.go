@@ -58,7 +58,12 @@ type team struct {
 
 func newTeam(t *testing.T, name string) team {
 	t.Helper()
-	ns := optedIn(t)
+	return newTeamIn(t, optedIn(t), name)
+}
+
+// newTeamIn is newTeam in namespace ns.
+func newTeamIn(t *testing.T, ns, name string) team {
+	t.Helper()
 	tm := team{ns: ns, role: "arn:aws:iam::111122223333:role/" + ns + "-" + name, user: ns + "-" + name + "-puller", repo: ns + "/app"}
 	tm.image = stack.Emu.Registry.Host() + "/" + tm.repo + ":1.0"
 	if _, err := stack.Emu.Registry.PushRandomImage(context.Background(), tm.repo, "1.0", stack.Emu.AdminUser, stack.Emu.AdminPassword); err != nil {

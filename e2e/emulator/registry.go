@@ -162,6 +162,20 @@ func (r *Registry) PushRandomImage(ctx context.Context, repo, tag, user, pass st
 	return d.String(), nil
 }
 
+// PullManifestAs fetches ref's manifest with the basic credentials username and password, as
+// kubelet pulls with a credential provider's answer.
+func (r *Registry) PullManifestAs(ctx context.Context, ref, username, password string) error {
+	parsed, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return fmt.Errorf("registry emulator: parsing %s: %w", ref, err)
+	}
+	auth := authn.FromConfig(authn.AuthConfig{Username: username, Password: password})
+	if _, err := remote.Get(parsed, remote.WithContext(ctx), remote.WithTransport(r.client), remote.WithAuth(auth)); err != nil {
+		return fmt.Errorf("registry emulator: pulling manifest %s: %w", ref, err)
+	}
+	return nil
+}
+
 // PullManifest fetches ref's manifest with credentials resolved from pullSecrets exactly as kubelet
 // resolves them (dockerconfigjson/dockercfg secrets, matched by registry host). No secrets means an
 // anonymous pull.

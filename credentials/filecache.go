@@ -20,8 +20,9 @@ import (
 // written by atomic rename; an exclusive flock on Dir/.lock serialises
 // them, so concurrent processes wait for the first one's exchange instead
 // of making their own. A file that cannot be read, decoded, or is another
-// key's, another owner's or readable by others is ignored and replaced:
-// never a failed pull.
+// key's, another owner's or readable by others is ignored and replaced;
+// a Dir of another owner (or a symlink) is not used at all: never a failed
+// pull.
 type FileCache struct {
 	// Dir holds the cache; created 0700 when missing.
 	Dir string
@@ -54,6 +55,11 @@ func (c *FileCache) Get(ctx context.Context, key Key, mint func(context.Context)
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		return Credential{}, fmt.Errorf("token cache: %w", err)
 	}
+	if !c.private() {
+		// Another user's directory, or a symlink to one: nothing is read
+		// from or written to it, and the pull still gets its token.
+		return mint(ctx)
+	}
 	unlock, err := c.lock(ctx)
 	if err != nil {
 		return Credential{}, err
@@ -79,9 +85,20 @@ func (c *FileCache) now() time.Time {
 	return time.Now()
 }
 
+// private reports whether Dir is a directory of this process's user that
+// only it can read, making it so when it is ours but open to others (made
+// by hand with the umask's 0755).
+func (c *FileCache) private() bool {
+	info, err := os.Lstat(c.Dir)
+	if err != nil || !info.IsDir() || !ownedByUs(info) {
+		return false
+	}
+	return info.Mode().Perm()&0o077 == 0 || os.Chmod(c.Dir, 0o700) == nil
+}
+
 // lock takes the exclusive flock of the cache, polling until ctx is done.
 func (c *FileCache) lock(ctx context.Context) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(c.Dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(c.Dir, ".lock"), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("token cache lock: %w", err)
 	}

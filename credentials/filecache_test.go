@@ -131,3 +131,47 @@ func TestFileCacheGivesUpWaitingWithTheContext(t *testing.T) {
 		t.Errorf("Get while another invocation holds the lock: %v, %d exchanges", err, mints.Load())
 	}
 }
+
+// A cache directory that is a symlink, or open to others, is not trusted
+// as it is: the symlinked one is never used (each Get mints, nothing is
+// written through it); one of ours left 0755 is made 0700 and used.
+func TestFileCacheTrustsOnlyAPrivateDirectoryOfItsOwn(t *testing.T) {
+	now := time.Now()
+	target := filepath.Join(t.TempDir(), "elsewhere")
+	if err := os.Mkdir(target, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "cache")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	var mints atomic.Int32
+	c := &FileCache{Dir: link, Now: func() time.Time { return now }}
+	for range 2 {
+		if _, err := c.Get(context.Background(), fileKey, minter(&mints, now)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := mints.Load(); n != 2 {
+		t.Errorf("a symlinked cache directory served %d of 2 Gets from disk", 2-n)
+	}
+	if entries, _ := os.ReadDir(target); len(entries) != 0 {
+		t.Errorf("%d files written through the symlink", len(entries))
+	}
+
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mints.Store(0)
+	c = &FileCache{Dir: open, Now: func() time.Time { return now }}
+	for range 2 {
+		if _, err := c.Get(context.Background(), fileKey, minter(&mints, now)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, err := os.Stat(open)
+	if err != nil || info.Mode().Perm() != 0o700 || mints.Load() != 1 {
+		t.Errorf("a 0755 directory of ours: mode %v (%v), %d mints; want 0700 and 1", info.Mode().Perm(), err, mints.Load())
+	}
+}

@@ -18,6 +18,10 @@
 // invocations within a token's lifetime make one exchange. A failed
 // exchange exits 1 with the reason on stderr, which kubelet logs, and
 // writes nothing on stdout.
+//
+// "artifactory-credential-provider install" is the chart's DaemonSet
+// command: it checks a CredentialProviderConfig drop-in and copies itself
+// and the drop-in onto the node (see install).
 package main
 
 import (
@@ -34,6 +38,9 @@ import (
 const maxRequest = 1 << 20
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "install" {
+		os.Exit(install(os.Args[2:], os.Stderr))
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr, time.Now))
 }
 

@@ -10,6 +10,7 @@
 GO ?= go
 BIN := $(CURDIR)/bin
 K8S_BIN := $(BIN)/k8s
+KUBELET_KEYRING := $(BIN)/kubelet-keyring
 KUBE_VERSION := $(shell awk '$$1=="k8s.io/kubernetes" {print $$2; exit}' hack/tools/kube-apiserver/go.mod)
 KUBE_MINOR := $(word 2,$(subst ., ,$(KUBE_VERSION)))
 export KUBEBUILDER_ASSETS := $(K8S_BIN)
@@ -48,7 +49,6 @@ $(K8S_BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/go.sum
 
 # kubelet's own credential-provider plugin runner and keyring, for the credential provider's end-to-end
 # tests; in the kube-apiserver tools module, so the Go build cache serves the packages both share.
-KUBELET_KEYRING := $(BIN)/kubelet-keyring
 kubelet-keyring: $(KUBELET_KEYRING)
 
 $(KUBELET_KEYRING): hack/tools/kube-apiserver/go.mod hack/tools/kube-apiserver/go.sum hack/tools/kube-apiserver/kubelet-keyring/main.go

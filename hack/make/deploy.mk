@@ -44,7 +44,7 @@ deploy-check: $(HELM)
 		{ echo "$(MANIFESTS) is out of date: run 'make manifests'"; exit 1; }
 	@echo ">> $(MANIFESTS) is up to date"
 
-deploy-e2e: envtest-bins $(HELM)
-	HELM=$(HELM) $(GO) test -count=1 -timeout 15m ./e2e/deploy
+deploy-e2e: envtest-bins $(HELM) $(KUBELET_KEYRING)
+	HELM=$(HELM) KUBELET_KEYRING=$(KUBELET_KEYRING) $(GO) test -count=1 -timeout 15m ./e2e/deploy
 
 EXTRA_TESTS += deploy-check deploy-e2e

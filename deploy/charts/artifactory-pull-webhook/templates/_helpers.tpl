@@ -20,6 +20,13 @@ app.kubernetes.io/name: {{ include "apw.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The credential provider DaemonSet's pods: never the webhook's selector (its Service and PDB select
+     by apw.selectorLabels). */}}
+{{- define "apw.credentialProviderSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "apw.name" . }}-credential-provider
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "apw.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "apw.selectorLabels" . }}

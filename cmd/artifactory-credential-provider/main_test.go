@@ -14,6 +14,7 @@ import (
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/emulator"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/internal/leaktest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of TestGolden")
@@ -236,10 +237,8 @@ func TestGolden(t *testing.T) {
 			for _, c := range f.emu.STS.IssuedCredentials() {
 				secrets = append(secrets, c.SecretAccessKey, c.SessionToken)
 			}
-			for _, s := range secrets {
-				if strings.Contains(stderr, s) {
-					t.Errorf("stderr carries a secret (%d characters)", len(s))
-				}
+			for _, found := range leaktest.Find(stderr, secrets...) {
+				t.Errorf("stderr carries a secret: %s", found)
 			}
 		})
 	}

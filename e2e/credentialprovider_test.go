@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/emulator"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 )
 
@@ -318,5 +319,33 @@ func TestCredentialProviderInvocationsShareOneExchange(t *testing.T) {
 	}
 	if d := stack.Emu.Artifactory.ExchangesFor(user) - before; d != 1 || len(tokens) != 1 {
 		t.Errorf("20 concurrent invocations: %d exchanges, %d distinct tokens; want 1 and 1", d, len(tokens))
+	}
+}
+
+// TestKubeletPullsAsEachPodsServiceAccountThroughTheOIDCExchange is the
+// token mode with --exchange oidc: kubelet's pod-bound token, of the
+// audience the Artifactory integration expects, is the subject token; the
+// cluster's own issuer is the OIDC provider, and each namespace's
+// ServiceAccounts map to their team's user.
+func TestKubeletPullsAsEachPodsServiceAccountThroughTheOIDCExchange(t *testing.T) {
+	provider, audience := "kubelet-"+runInstance("ko"), "artifactory-kubelet"
+	stack.Emu.Artifactory.SetOIDCProvider(emulator.OIDCProvider{Name: provider, IssuerURL: stack.Cluster.Issuer(), Audience: audience})
+	t.Cleanup(func() { stack.Emu.Artifactory.RemoveOIDCProvider(provider) })
+	a, b := newOIDCTeam(t, provider, 1), newOIDCTeam(t, provider, 2)
+	attrs := map[string]any{"serviceAccountTokenAudience": audience, "cacheType": "ServiceAccount", "requireServiceAccount": true}
+	cfg := providerConfig(t, providerArgs(t, "--identity", "serviceAccount", "--exchange", "oidc", "--oidc-provider-name", provider), nil, attrs)
+	for _, tc := range []struct{ tm, other oidcTeam }{{a, b}, {b, a}} {
+		createServiceAccount(t, tc.tm.ns, "api", nil)
+		p := createdPod(t, tc.tm.ns, podAs("kubelet-app", "api", tc.tm.image))
+		auth, logs := lookup(t, cfg, tc.tm.image, p)
+		if len(auth) != 1 || auth[0].Username != tc.tm.user {
+			t.Fatalf("%s/api: keyring answered %v, want %s; kubelet logs:\n%s", tc.tm.ns, usernames(auth), tc.tm.user, logs)
+		}
+		if err := pullWith(tc.tm.image, auth); err != nil {
+			t.Errorf("%s pulling its own team's image: %v", tc.tm.user, err)
+		}
+		if err := pullWith(tc.other.image, auth); err == nil {
+			t.Errorf("%s pulled the other team's image %s", tc.tm.user, tc.other.image)
+		}
 	}
 }

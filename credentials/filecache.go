@@ -17,11 +17,12 @@ import (
 // each — the kubelet credential provider, which kubelet runs per image
 // pull — so that repeated and concurrent invocations within a token's
 // lifetime make one exchange. One file per Key in Dir (0700), each 0600 and
-// written by atomic rename; an exclusive flock on Dir/.lock serialises
-// them, so concurrent processes wait for the first one's exchange instead
-// of making their own. A file that cannot be read, decoded, or is another
-// key's, another owner's or readable by others is ignored and replaced;
-// a Dir of another owner (or a symlink) is not used at all: never a failed
+// written by atomic rename; an exclusive flock on the key's .lock file
+// serialises them per key, so concurrent processes wait for the first
+// one's exchange instead of making their own, and other keys never wait. A
+// file that cannot be read, decoded, or is another key's, another owner's
+// or readable by others is ignored and replaced; a Dir that is another
+// owner's, open to others or a symlink is not used at all: never a failed
 // pull.
 type FileCache struct {
 	// Dir holds the cache; created 0700 when missing.
@@ -52,20 +53,19 @@ const lockPoll = 50 * time.Millisecond
 // cache's lock while minting: a concurrent Get (of any process) waits, then
 // finds the new credential.
 func (c *FileCache) Get(ctx context.Context, key Key, mint func(context.Context) (Credential, error)) (Credential, error) {
-	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
-		return Credential{}, fmt.Errorf("token cache: %w", err)
-	}
-	if !c.private() {
-		// Another user's directory, or a symlink to one: nothing is read
-		// from or written to it, and the pull still gets its token.
+	if os.MkdirAll(c.Dir, 0o700) != nil || !c.private() {
+		// No directory, another user's, one open to others or a symlink:
+		// nothing is read from or written to it, and the pull still gets
+		// its token.
 		return mint(ctx)
 	}
-	unlock, err := c.lock(ctx)
+	name := fileName(key)
+	unlock, err := c.lock(ctx, name)
 	if err != nil {
 		return Credential{}, err
 	}
 	defer unlock()
-	path := filepath.Join(c.Dir, fileName(key))
+	path := filepath.Join(c.Dir, name+".json")
 	if cred, ok := c.read(path, key); ok {
 		return cred, nil
 	}
@@ -86,19 +86,18 @@ func (c *FileCache) now() time.Time {
 }
 
 // private reports whether Dir is a directory of this process's user that
-// only it can read, making it so when it is ours but open to others (made
-// by hand with the umask's 0755).
+// only it can read. One open to others is left as it is (it may be a
+// shared directory such as /tmp) and not used.
 func (c *FileCache) private() bool {
 	info, err := os.Lstat(c.Dir)
-	if err != nil || !info.IsDir() || !ownedByUs(info) {
-		return false
-	}
-	return info.Mode().Perm()&0o077 == 0 || os.Chmod(c.Dir, 0o700) == nil
+	return err == nil && info.IsDir() && ownedByUs(info) && info.Mode().Perm()&0o077 == 0
 }
 
-// lock takes the exclusive flock of the cache, polling until ctx is done.
-func (c *FileCache) lock(ctx context.Context) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(c.Dir, ".lock"), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
+// lock takes the exclusive flock of one key's file, name, polling until
+// ctx is done: invocations for other keys (other ServiceAccounts) never
+// wait behind this one's exchange.
+func (c *FileCache) lock(ctx context.Context, name string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(c.Dir, name+".lock"), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("token cache lock: %w", err)
 	}
@@ -180,7 +179,7 @@ func (c *FileCache) write(path string, key Key, cred Credential) error {
 // configuration changed) is replaced, not left beside it.
 func fileName(key Key) string {
 	sum := sha256.Sum256([]byte(key.Instance + "\x00" + key.Identity))
-	return hex.EncodeToString(sum[:16]) + ".json"
+	return hex.EncodeToString(sum[:16])
 }
 
 // ownedByUs reports whether info is of a file owned by this process's user.

@@ -43,7 +43,7 @@ func TestFileCacheConcurrentInvocationsMakeOneExchange(t *testing.T) {
 	if n := mints.Load(); n != 1 {
 		t.Errorf("%d exchanges for 20 concurrent invocations, want 1", n)
 	}
-	info, err := os.Stat(filepath.Join(dir, fileName(fileKey)))
+	info, err := os.Stat(filepath.Join(dir, fileName(fileKey)+".json"))
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("cache file: %v, mode %v; want 0600", err, info.Mode().Perm())
 	}
@@ -53,7 +53,7 @@ func TestFileCacheConcurrentInvocationsMakeOneExchange(t *testing.T) {
 }
 
 func TestFileCacheRefreshesAtItsThresholdAndOnANewFingerprint(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	now := time.Now()
 	c := &FileCache{Dir: dir, Now: func() time.Time { return now }}
 	var mints atomic.Int32
@@ -98,13 +98,13 @@ func TestFileCacheIgnoresCorruptForeignOrExposedFiles(t *testing.T) {
 		"a symlink":          func(p string) error { os.Remove(p); return os.Symlink("/etc/hostname", p) },
 	} {
 		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := privateDir(t)
 			c := &FileCache{Dir: dir, Now: func() time.Time { return now }}
 			var mints atomic.Int32
 			if _, err := c.Get(context.Background(), fileKey, minter(&mints, now)); err != nil {
 				t.Fatal(err)
 			}
-			if err := spoil(filepath.Join(dir, fileName(fileKey))); err != nil {
+			if err := spoil(filepath.Join(dir, fileName(fileKey)+".json")); err != nil {
 				t.Fatal(err)
 			}
 			cred, err := c.Get(context.Background(), fileKey, minter(&mints, now))
@@ -116,9 +116,9 @@ func TestFileCacheIgnoresCorruptForeignOrExposedFiles(t *testing.T) {
 }
 
 func TestFileCacheGivesUpWaitingWithTheContext(t *testing.T) {
-	dir := t.TempDir()
+	dir := privateDir(t)
 	holder := &FileCache{Dir: dir}
-	unlock, err := holder.lock(context.Background())
+	unlock, err := holder.lock(context.Background(), fileName(fileKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,42 @@ func TestFileCacheTrustsOnlyAPrivateDirectoryOfItsOwn(t *testing.T) {
 		}
 	}
 	info, err := os.Stat(open)
-	if err != nil || info.Mode().Perm() != 0o700 || mints.Load() != 1 {
-		t.Errorf("a 0755 directory of ours: mode %v (%v), %d mints; want 0700 and 1", info.Mode().Perm(), err, mints.Load())
+	if err != nil || info.Mode().Perm() != 0o755 || mints.Load() != 2 {
+		t.Errorf("a 0755 directory: mode %v (%v), %d mints; want it left 0755 and unused (2)", info.Mode().Perm(), err, mints.Load())
 	}
+	if entries, _ := os.ReadDir(open); len(entries) != 0 {
+		t.Errorf("%d files written into a directory open to others", len(entries))
+	}
+}
+
+// One key's exchange in flight (its lock held) does not hold up another
+// key's Get.
+func TestFileCacheLocksPerKey(t *testing.T) {
+	dir := privateDir(t)
+	unlock, err := (&FileCache{Dir: dir}).lock(context.Background(), fileName(fileKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	other := Key{Instance: "main", Identity: "sa:team-b/api@uid", Fingerprint: "fp1"}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var mints atomic.Int32
+	if _, err := (&FileCache{Dir: dir}).Get(ctx, other, minter(&mints, time.Now())); err != nil || mints.Load() != 1 {
+		t.Errorf("Get of another key while one key is locked: %v, %d exchanges", err, mints.Load())
+	}
+	if _, err := os.Stat(filepath.Join(dir, fileName(other)+".json")); err != nil {
+		t.Errorf("the other key's token was not cached: %v", err)
+	}
+}
+
+// privateDir is a 0700 directory (t.TempDir's is 0755, which FileCache
+// does not use).
+func privateDir(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "cache")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

@@ -1,16 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
+	kubeletconfigv1 "k8s.io/kubelet/config/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -47,6 +50,16 @@ func install(args []string, stderr io.Writer) int {
 	if err := checkProviderConfig(b); err != nil {
 		return fail(fmt.Errorf("%s: %w", *config, err))
 	}
+	dst := filepath.Join(*configDir, providerName+".yaml")
+	if old, err := os.ReadFile(dst); err == nil && !bytes.Equal(old, b) {
+		// Kubelet reads its credential provider configuration only at start:
+		// until it restarts, it runs the new binary with the old drop-in.
+		if err := checkProviderConfig(old); err != nil {
+			fmt.Fprintf(stderr, "warning: the drop-in already on the node is not valid for this version (%v); "+
+				"kubelet keeps using it until it restarts: restart kubelet now\n", err)
+		}
+		fmt.Fprintln(stderr, "the drop-in changed: kubelet reads it only at start, restart kubelet (or replace the node) for it to take effect")
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return fail(err)
@@ -58,7 +71,7 @@ func install(args []string, stderr io.Writer) int {
 	if err := writeAtomic(filepath.Join(*binDir, providerName), bin, 0o755); err != nil {
 		return fail(err)
 	}
-	if err := writeAtomic(filepath.Join(*configDir, providerName+".yaml"), b, 0o644); err != nil {
+	if err := writeAtomic(dst, b, 0o644); err != nil {
 		return fail(err)
 	}
 	fmt.Fprintf(stderr, "installed %s into %s and its configuration into %s\n", providerName, *binDir, *configDir)
@@ -75,47 +88,79 @@ func install(args []string, stderr io.Writer) int {
 const providerName = "artifactory-credential-provider"
 
 // checkProviderConfig checks a CredentialProviderConfig holding this
-// plugin: kubelet's apiVersions, matchImages, and the plugin's args and env
-// as an invocation parses them.
+// plugin as kubelet 1.37 validates it at start (kubelet exits on an invalid
+// one: pkg/credentialprovider/plugin validateCredentialProviderConfig), and
+// the plugin's args and env as an invocation parses them, with
+// tokenAttributes set exactly when --identity is serviceAccount.
 func checkProviderConfig(b []byte) error {
-	var cfg struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string `json:"kind"`
-		Providers  []struct {
-			Name        string   `json:"name"`
-			APIVersion  string   `json:"apiVersion"`
-			MatchImages []string `json:"matchImages"`
-			Args        []string `json:"args"`
-			Env         []struct {
-				Name  string `json:"name"`
-				Value string `json:"value"`
-			} `json:"env"`
-		} `json:"providers"`
-	}
-	if err := yaml.Unmarshal(b, &cfg); err != nil {
+	var cfg kubeletconfigv1.CredentialProviderConfig
+	if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
 		return err
 	}
-	if cfg.APIVersion != "kubelet.config.k8s.io/v1" || cfg.Kind != "CredentialProviderConfig" {
-		return fmt.Errorf("is %s %q, want kubelet.config.k8s.io/v1 CredentialProviderConfig", cfg.Kind, cfg.APIVersion)
+	if cfg.APIVersion != kubeletconfigv1.SchemeGroupVersion.String() || cfg.Kind != "CredentialProviderConfig" {
+		return fmt.Errorf("is %s %q, want %s CredentialProviderConfig", cfg.Kind, cfg.APIVersion, kubeletconfigv1.SchemeGroupVersion)
 	}
 	for _, p := range cfg.Providers {
 		if p.Name != providerName {
 			continue
 		}
+		var errs []error
+		bad := func(field, format string, args ...any) {
+			errs = append(errs, fmt.Errorf("provider %s: %s: %s", p.Name, field, fmt.Sprintf(format, args...)))
+		}
 		if p.APIVersion != apiVersion {
-			return fmt.Errorf("provider %s: apiVersion %q, want %s", p.Name, p.APIVersion, apiVersion)
+			bad("apiVersion", "%q, want %s", p.APIVersion, apiVersion)
 		}
 		if len(p.MatchImages) == 0 {
-			return fmt.Errorf("provider %s: matchImages is empty (list the Artifactory registry hosts)", p.Name)
+			bad("matchImages", "empty (list the Artifactory registry hosts)")
+		}
+		for _, m := range p.MatchImages {
+			if _, err := url.Parse("https://" + m); err != nil { // kubelet's ParseSchemelessURL
+				bad("matchImages", "%q is not an image pattern", m)
+			}
+		}
+		if p.DefaultCacheDuration == nil || p.DefaultCacheDuration.Duration < 0 {
+			bad("defaultCacheDuration", "required, at least 0")
 		}
 		env := map[string]string{}
 		for _, e := range p.Env {
 			env[e.Name] = e.Value
 		}
-		if _, err := parseOptions(p.Args, func(k string) string { return env[k] }); err != nil {
-			return fmt.Errorf("provider %s: %w", p.Name, err)
+		o, err := parseOptions(p.Args, func(k string) string { return env[k] })
+		if err != nil {
+			errs = append(errs, fmt.Errorf("provider %s: %w", p.Name, err))
 		}
-		return nil
+		ta := p.TokenAttributes
+		switch {
+		case err != nil:
+		case o.Identity == identityServiceAccount && ta == nil:
+			bad("tokenAttributes", "required with --identity serviceAccount: kubelet sends ServiceAccount tokens only with it")
+		case o.Identity != identityServiceAccount && ta != nil:
+			bad("tokenAttributes", "set, but --identity is %s: the pods' tokens would be requested and not used", o.Identity)
+		}
+		if ta != nil {
+			if ta.ServiceAccountTokenAudience == "" {
+				bad("tokenAttributes.serviceAccountTokenAudience", "required")
+			}
+			if ta.RequireServiceAccount == nil {
+				bad("tokenAttributes.requireServiceAccount", "required")
+			} else if !*ta.RequireServiceAccount && len(ta.RequiredServiceAccountAnnotationKeys) > 0 {
+				bad("tokenAttributes.requiredServiceAccountAnnotationKeys", "needs requireServiceAccount: true")
+			}
+			if ta.CacheType != kubeletconfigv1.TokenServiceAccountTokenCacheType && ta.CacheType != kubeletconfigv1.ServiceAccountServiceAccountTokenCacheType {
+				bad("tokenAttributes.cacheType", "%q, want Token or ServiceAccount", ta.CacheType)
+			}
+			required := map[string]bool{}
+			for _, k := range ta.RequiredServiceAccountAnnotationKeys {
+				required[k] = true
+			}
+			for _, k := range ta.OptionalServiceAccountAnnotationKeys {
+				if required[k] {
+					bad("tokenAttributes", "annotation %s is both required and optional", k)
+				}
+			}
+		}
+		return errors.Join(errs...)
 	}
 	return fmt.Errorf("no provider named %s", providerName)
 }

@@ -205,6 +205,8 @@ func TestGolden(t *testing.T) {
 		{"serviceaccount-without-token", []string{"--identity", "serviceAccount"}, request(image, "", nil)},
 		{"node-aws-unmapped-role", []string{"--assume-role", "arn:aws:iam::123456789012:role/unmapped"}, request(image, "", nil)},
 		{"foreign-host", nil, request("ghcr.io/team/app:1.0", "", nil)},
+		// A field a newer kubelet adds is ignored, not a failed pull.
+		{"request-from-a-newer-kubelet", nil, strings.Replace(request(image, "", nil), "{", `{"podNamespace":"team-a",`, 1)},
 		{"old-api-version", nil, `{"apiVersion":"credentialprovider.kubelet.k8s.io/v1alpha1","kind":"CredentialProviderRequest","image":"` + image + `"}`},
 		{"bad-configuration", []string{"--exchange", "saml"}, request(image, "", nil)},
 	}

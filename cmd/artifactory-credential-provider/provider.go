@@ -26,6 +26,11 @@ var apiVersion = credentialproviderv1.SchemeGroupVersion.String()
 // exchange errors.
 const cacheInstance = "artifactory"
 
+// trustRecheck bounds how long a ServiceAccount's role token is used
+// without the ServiceAccount assuming the role again (the webhook's proof
+// lifetime).
+const trustRecheck = time.Hour
+
 // provider answers kubelet's requests with Artifactory tokens.
 type provider struct {
 	o       options
@@ -55,12 +60,12 @@ func (p *provider) awsOptions() credentials.AWSOptions {
 }
 
 // decodeRequest reads kubelet's request: credentialprovider.kubelet.k8s.io/v1
-// only, unknown fields refused.
+// only.
 func decodeRequest(b []byte) (*credentialproviderv1.CredentialProviderRequest, error) {
+	// Fields a newer kubelet adds are ignored, as kubelet's own decoding
+	// of this version does.
 	var req credentialproviderv1.CredentialProviderRequest
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := json.Unmarshal(b, &req); err != nil {
 		return nil, fmt.Errorf("decoding the CredentialProviderRequest on stdin: %w", err)
 	}
 	if req.APIVersion != apiVersion || req.Kind != "CredentialProviderRequest" {
@@ -132,7 +137,7 @@ func (p *provider) minter(req *credentialproviderv1.CredentialProviderRequest) (
 	}
 	if req.ServiceAccountToken == "" {
 		return credentials.Key{}, nil, errors.New("--identity serviceAccount, but kubelet sent no ServiceAccount token: " +
-			"set tokenAttributes (serviceAccountTokenAudience, requireServiceAccount: true) for this provider in the CredentialProviderConfig")
+			"set tokenAttributes (serviceAccountTokenAudience, cacheType, requireServiceAccount: true) for this provider in the CredentialProviderConfig")
 	}
 	sa, err := serviceAccountOf(req.ServiceAccountToken)
 	if err != nil {
@@ -161,7 +166,14 @@ func (p *provider) minter(req *credentialproviderv1.CredentialProviderRequest) (
 			if err != nil {
 				return credentials.Credential{}, err
 			}
-			return p.aws(ctx, roles.Provider(id), credentials.SessionName(id))
+			cred, err := p.aws(ctx, roles.Provider(id), credentials.SessionName(id))
+			// Kept at most trustRecheck: a trust policy that stops naming
+			// the ServiceAccount takes effect within that time, as in the
+			// webhook, however long the token lives.
+			if err == nil && cred.Expiry.Sub(cred.IssuedAt) > trustRecheck {
+				cred.Expiry = cred.IssuedAt.Add(trustRecheck)
+			}
+			return cred, err
 		}, nil
 }
 

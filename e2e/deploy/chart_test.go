@@ -344,6 +344,8 @@ func TestValuesSchemaRejectsInvalidValues(t *testing.T) {
 		"unknown identity":        "config.instances[0].identity=pod",
 		"unknown fallback":        "config.instances[0].fallback=anyone",
 		"assumeRole without role": "config.instances[0].aws.assumeRole.externalID=x",
+		"incomplete tokenAttributes (kubelet would not start)": "credentialProvider.tokenAttributes.serviceAccountTokenAudience=sts.amazonaws.com",
+		"unknown token cacheType":                              "credentialProvider.tokenAttributes.cacheType=Pod",
 	} {
 		cmd := exec.Command(helm, "template", "x", chartDir, "--kube-version", kubeVersion, "--set", set)
 		cmd.Dir = harness.ModuleRoot()

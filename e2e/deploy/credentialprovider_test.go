@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -17,6 +18,7 @@ import (
 // TestChartCredentialProviderIsWhatKubeletAccepts renders the credential
 // provider value set: the API server accepts every object; the DaemonSet's
 // pods are not selected by the webhook's Service and hold no API token;
+// nodes may request tokens of the token mode's audience and nothing more;
 // the drop-in the ConfigMap carries passes the plugin's install check and
 // is then loaded by kubelet's own plugin runner (its config validation:
 // apiVersions, matchImages, tokenAttributes) from the directory install
@@ -32,8 +34,34 @@ func TestChartCredentialProviderIsWhatKubeletAccepts(t *testing.T) {
 	if err := stack.Cluster.CreateNamespace(t.Context(), ns, nil); err != nil {
 		t.Fatal(err)
 	}
+	nodeMay := func(attrs authorizationv1.ResourceAttributes) bool {
+		t.Helper()
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: "system:node:node-1", Groups: []string{"system:nodes", "system:authenticated"}, ResourceAttributes: &attrs}}
+		if err := stack.Cluster.Client.Create(t.Context(), sar); err != nil {
+			t.Fatal(err)
+		}
+		return sar.Status.Allowed
+	}
+	audience := func(a string) authorizationv1.ResourceAttributes {
+		return authorizationv1.ResourceAttributes{Verb: "request-serviceaccounts-token-audience", Resource: a}
+	}
+	if nodeMay(audience("sts.amazonaws.com")) {
+		t.Fatal("precondition: nodes may request the audience before the chart is applied")
+	}
 	apply(t, stack.Cluster.Client, objs)
 	t.Cleanup(func() { deleteClusterScoped(t, objs) })
+	// The API server's RBAC, for a node: the token mode's audience and
+	// nothing more (not another audience, no ServiceAccount reads).
+	if !nodeMay(audience("sts.amazonaws.com")) {
+		t.Error("nodes may not request tokens of the plugin's audience")
+	}
+	for _, attrs := range []authorizationv1.ResourceAttributes{audience("other-audience"),
+		{Verb: "get", Resource: "serviceaccounts", Namespace: "team-a"}, {Verb: "list", Resource: "serviceaccounts"}} {
+		if nodeMay(attrs) {
+			t.Errorf("the chart lets nodes %s %s", attrs.Verb, attrs.Resource)
+		}
+	}
 
 	ds, svc, cm := one(t, objs, "DaemonSet"), one(t, objs, "Service"), one(t, objs, "ConfigMap", "credential-provider")
 	podLabels, _, _ := unstructured.NestedStringMap(ds.Object, "spec", "template", "metadata", "labels")

@@ -23,7 +23,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* The credential provider DaemonSet's pods: never the webhook's selector (its Service and PDB select
      by apw.selectorLabels). */}}
 {{- define "apw.credentialProviderSelectorLabels" -}}
-app.kubernetes.io/name: {{ include "apw.name" . }}-credential-provider
+app.kubernetes.io/name: {{ printf "%s-credential-provider" (include "apw.name" .) | trunc 63 | trimSuffix "-" }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 

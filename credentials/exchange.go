@@ -214,7 +214,8 @@ func (e *Exchanger) exchange(ctx context.Context, provider aws.CredentialsProvid
 	host := hostOf(e.tokenURL)
 	fail := func(status int, body []byte, reason string, err error) *ExchangeError {
 		return &ExchangeError{Instance: e.o.Instance, Host: host, Status: status,
-			Body: sanitizeBody(body), Reason: reason, Err: err}
+			Body: sanitizeBody(body), Reason: reason, Err: err,
+			Exchange: ExchangeAWS, Region: e.o.Region, TTL: e.o.TTL, Timeout: e.o.HTTPClient.Timeout}
 	}
 
 	creds, err := provider.Retrieve(ctx)
@@ -363,6 +364,14 @@ type ExchangeError struct {
 	Body     string
 	Reason   string
 	Err      error // underlying cause, if any
+
+	// What the exchange asked, for Explain: the exchange (ExchangeAWS or
+	// ExchangeOIDC), the region signed for ("" global), the token
+	// lifetime asked and the HTTP timeout.
+	Exchange string
+	Region   string
+	TTL      time.Duration
+	Timeout  time.Duration
 }
 
 func (e *ExchangeError) Error() string {

@@ -79,41 +79,88 @@ type AWSOptions struct {
 	InCluster func() bool
 }
 
-// AWSCredentials returns a cached provider of the process's AWS credentials,
-// chosen by o.AuthType. An explicit AuthType fails at once, naming the
-// variable, when its environment is incomplete; auto fails, naming both
-// pairs of variables, when neither Pod Identity nor IRSA is configured.
-func AWSCredentials(ctx context.Context, o AWSOptions) (aws.CredentialsProvider, error) {
-	var (
-		p   aws.CredentialsProvider
-		err error
-	)
+// AWSSource is where AWSCredentials takes the process's credentials from.
+type AWSSource struct {
+	// Kind is AuthPodIdentity, AuthWebIdentity or AuthDefault.
+	Kind AuthType
+	// Why says what chose it: the authType, and for auto the variables
+	// found. It names variables and the role ARN, never a token.
+	Why string
+}
+
+// String names the source as errors and the check command do.
+func (s AWSSource) String() string {
+	switch s.Kind {
+	case AuthPodIdentity:
+		return "EKS Pod Identity agent"
+	case AuthWebIdentity:
+		return "IRSA (sts:AssumeRoleWithWebIdentity)"
+	}
+	return "the AWS SDK default chain"
+}
+
+// ResolveAWSSource says which source o.AuthType resolves to here, and why;
+// auto fails, naming both pairs of variables, when neither Pod Identity
+// nor IRSA is configured.
+func ResolveAWSSource(o AWSOptions) (AWSSource, error) {
 	switch o.AuthType {
+	case AuthPodIdentity, AuthWebIdentity, AuthDefault:
+		return AWSSource{Kind: o.AuthType, Why: "authType " + string(o.AuthType)}, nil
+	case AuthAuto, "":
+		switch {
+		case os.Getenv(envContainerURI) != "" && os.Getenv(envContainerTokenFile) != "":
+			return AWSSource{Kind: AuthPodIdentity, Why: fmt.Sprintf("authType auto: %s and %s are set",
+				envContainerURI, envContainerTokenFile)}, nil
+		case os.Getenv(envRoleARN) != "" && os.Getenv(envWebIdentityFile) != "":
+			return AWSSource{Kind: AuthWebIdentity, Why: fmt.Sprintf("authType auto: %s (%s) and %s are set",
+				envRoleARN, os.Getenv(envRoleARN), envWebIdentityFile)}, nil
+		}
+		return AWSSource{}, autoWithoutIdentity(o)
+	}
+	return AWSSource{}, fmt.Errorf("unknown authType %q (want auto, webIdentity, podIdentity or default)", o.AuthType)
+}
+
+// AWSCredentials returns a cached provider of the process's AWS credentials,
+// chosen by o.AuthType (ResolveAWSSource). An explicit AuthType fails at
+// once, naming the variable, when its environment is incomplete; auto
+// fails, naming both pairs of variables, when neither Pod Identity nor
+// IRSA is configured. Its errors name the source.
+func AWSCredentials(ctx context.Context, o AWSOptions) (aws.CredentialsProvider, error) {
+	src, err := ResolveAWSSource(o)
+	if err != nil {
+		return nil, err
+	}
+	var p aws.CredentialsProvider
+	switch src.Kind {
 	case AuthPodIdentity:
 		p, err = podIdentity(o)
 	case AuthWebIdentity:
 		p, err = webIdentity(o)
-	case AuthDefault:
-		p, err = defaultChain(ctx, o)
-	case AuthAuto, "":
-		switch {
-		case os.Getenv(envContainerURI) != "" && os.Getenv(envContainerTokenFile) != "":
-			p, err = podIdentity(o)
-		case os.Getenv(envRoleARN) != "" && os.Getenv(envWebIdentityFile) != "":
-			p, err = webIdentity(o)
-		default:
-			return nil, autoWithoutIdentity(o)
-		}
 	default:
-		return nil, fmt.Errorf("unknown authType %q (want auto, webIdentity, podIdentity or default)", o.AuthType)
+		p, err = defaultChain(ctx, o)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if c, ok := p.(*aws.CredentialsCache); ok {
-		return c, nil // the default chain comes cached already
+		return sourced{c, src}, nil // the default chain comes cached already
 	}
-	return aws.NewCredentialsCache(p), nil
+	return aws.NewCredentialsCache(sourced{p, src}), nil
+}
+
+// sourced names its source in the errors of a credentials provider, so
+// that a failed exchange says which identity failed.
+type sourced struct {
+	aws.CredentialsProvider
+	src AWSSource
+}
+
+func (s sourced) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	c, err := s.CredentialsProvider.Retrieve(ctx)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", s.src, err)
+	}
+	return c, nil
 }
 
 // autoWithoutIdentity is auto's error when neither IRSA nor Pod Identity is
@@ -265,4 +312,17 @@ func defaultChain(ctx context.Context, o AWSOptions) (aws.CredentialsProvider, e
 		return nil, errors.New("AWS default config yielded no credentials provider")
 	}
 	return cfg.Credentials, nil
+}
+
+// CallerIdentity asks STS whom creds identify (sts:GetCallerIdentity), at
+// the endpoint the identity's own STS calls use: o.STSEndpoint, else the
+// pod's region's. It returns the caller's ARN and account.
+func CallerIdentity(ctx context.Context, o AWSOptions, creds aws.CredentialsProvider) (arn, account string, err error) {
+	out, err := stsClient(o).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}, func(so *sts.Options) {
+		so.Credentials = creds
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("sts:GetCallerIdentity: %w", err)
+	}
+	return aws.ToString(out.Arn), aws.ToString(out.Account), nil
 }

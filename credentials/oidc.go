@@ -113,7 +113,8 @@ func (e *OIDCExchanger) exchange(ctx context.Context, id Identity) (Credential, 
 	host := hostOf(e.tokenURL)
 	fail := func(status int, body []byte, reason string, err error) *ExchangeError {
 		return &ExchangeError{Instance: e.o.Instance, Host: host, Status: status,
-			Body: sanitizeBody(body), Reason: reason, Err: err}
+			Body: sanitizeBody(body), Reason: reason, Err: err,
+			Exchange: ExchangeOIDC, TTL: e.o.TTL, Timeout: e.o.HTTPClient.Timeout}
 	}
 	subject, err := e.o.Subject(ctx, id)
 	if err != nil {

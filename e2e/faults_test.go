@@ -45,6 +45,9 @@ type fault struct {
 	reason string
 	// result is the artifactory_pull_token_exchanges_total label naming it.
 	result string
+	// fix must appear in the warning and the Event too: what to change
+	// (credentials.Explain's table).
+	fix string
 }
 
 // faultInstance is the name, registry host and Secret of the matrix row i:
@@ -106,49 +109,50 @@ func TestFaultMatrixFailsOpenExplainsAndRecoversWithoutRestart(t *testing.T) {
 		{name: "artifactory down", inject: func(*testing.T) func() {
 			stack.Emu.Artifactory.SetDown(true)
 			return func() { stack.Emu.Artifactory.SetDown(false) }
-		}, reason: "Artifactory is down", result: "server_error"},
+		}, reason: "Artifactory is down", result: "server_error", fix: "to fix: check the health of Artifactory's Access service"},
 		{name: "artifactory slower than the exchange timeout", inject: func(*testing.T) func() {
 			stack.Emu.Artifactory.SetDelay(3 * time.Second)
 			return func() { stack.Emu.Artifactory.SetDelay(0) }
-		}, reason: "Client.Timeout", result: "timeout"},
+		}, reason: "Client.Timeout", result: "timeout", fix: "raise the instance's exchangeTimeout"},
 		{name: "500", inject: artifactoryStatus(500, `{"errors":[{"status":500,"message":"database connection pool exhausted"}]}`),
-			reason: "database connection pool exhausted", result: "server_error"},
+			reason: "database connection pool exhausted", result: "server_error", fix: "Access service"},
 		{name: "401 with a body", inject: artifactoryStatus(401, `{"errors":[{"status":401,"message":"no user is mapped to IAM role arn:aws:iam::123456789012:role/artifactory-puller"}]}`),
-			reason: "no user is mapped", result: "unauthorized"},
+			reason: "no user is mapped", result: "unauthorized",
+			fix: `to fix: map the role to an Artifactory user: PUT /access/api/v1/aws/iam_role {"username":"<user>","iam_role":"arn:aws:iam::123456789012:role/artifactory-puller"}`},
 		{name: "403", inject: artifactoryStatus(403, `{"errors":[{"status":403,"message":"expires_in exceeds the admin limit"}]}`),
-			reason: "exceeds the admin limit", result: "forbidden"},
+			reason: "exceeds the admin limit", result: "forbidden", fix: "lower the instance's tokenTTL (now 1h0m0s)"},
 		// A proxy's error page: with its 1 KiB excerpt the Event note
 		// would pass the API server's 1 KiB limit and be rejected whole.
 		{name: "proxy error page of 4 KiB", inject: artifactoryStatus(502, proxyErrorPage(4096)),
-			reason: "502 Bad Gateway from egress-proxy", result: "server_error"},
+			reason: "502 Bad Gateway from egress-proxy", result: "server_error", fix: "Access service"},
 		// The API server drops a warning holding a control character.
 		{name: "control characters in the body", inject: artifactoryStatus(500,
 			"upstream \x1b[31mfailed\x1b[0m\x00\v\x7f: connection pool exhausted\r\n"),
-			reason: "connection pool exhausted", result: "server_error"},
+			reason: "connection pool exhausted", result: "server_error", fix: "Access service"},
 		{name: "garbage JSON", inject: artifactoryStatus(200, `<html><body>Sign in to JFrog</body></html>`),
-			reason: "Sign in to JFrog", result: "bad_response"},
+			reason: "Sign in to JFrog", result: "bad_response", fix: "set the instance's url to Artifactory's base URL"},
 		{name: "200 without a token", inject: artifactoryStatus(200, `{"token_id":"t","username":"k8s-puller","expires_in":3600}`),
-			reason: "no access_token", result: "bad_response"},
+			reason: "no access_token", result: "bad_response", fix: "set the instance's url to Artifactory's base URL"},
 		{name: "empty username", inject: artifactoryStatus(200, tokenJSON(leaked, "")),
-			reason: `username ""`, result: "bad_response"},
+			reason: `username ""`, result: "bad_response", fix: "CVE-2026-42018"},
 		{name: "anonymous username", inject: artifactoryStatus(200, tokenJSON(leaked, "anonymous")),
-			reason: `username "anonymous"`, result: "bad_response"},
+			reason: `username "anonymous"`, result: "bad_response", fix: "CVE-2026-42018"},
 		{name: "STS denies", inject: func(*testing.T) func() {
 			stack.Emu.STS.SetDeny(true)
 			return func() { stack.Emu.STS.SetDeny(false) }
-		}, reason: "AccessDenied", result: "unauthorized"},
+		}, reason: "AccessDenied", result: "unauthorized", fix: "check that the webhook's AWS credentials are current"},
 		{name: "clock skew", inject: func(*testing.T) func() {
 			stack.Emu.STS.SetClockSkew(30 * time.Minute)
 			return func() { stack.Emu.STS.SetClockSkew(0) }
-		}, reason: "Signature expired", result: "unauthorized"},
+		}, reason: "Signature expired", result: "unauthorized", fix: "synchronise the node's clock"},
 		{name: "pod identity agent down", cold: true, inject: func(*testing.T) func() {
 			stack.Emu.PodIdentity.SetDown(true)
 			return func() { stack.Emu.PodIdentity.SetDown(false) }
-		}, reason: "pod identity agent is down", result: "credentials"},
+		}, reason: "pod identity agent is down", result: "credentials", fix: "check the Pod Identity association"},
 		{name: "pod identity wrong token", cold: true, inject: func(*testing.T) func() {
 			writeToken("not-the-projected-token")
 			return func() { writeToken(stack.Emu.PodIdentityToken) }
-		}, reason: "not valid for this association", result: "credentials"},
+		}, reason: "not valid for this association", result: "credentials", fix: "check the Pod Identity association"},
 	}
 
 	cfg := faultConfig(len(rows))
@@ -193,8 +197,8 @@ func TestFaultMatrixFailsOpenExplainsAndRecoversWithoutRestart(t *testing.T) {
 				t.Errorf("pod references %v although no token could be had", pullSecretNames(got))
 			}
 			joined := strings.Join(warnings, "\n")
-			if !strings.Contains(joined, instance) || !strings.Contains(joined, row.reason) {
-				t.Errorf("warnings %q do not name instance %s and the reason %q", warnings, instance, row.reason)
+			if !strings.Contains(joined, instance) || !strings.Contains(joined, row.reason) || !strings.Contains(joined, row.fix) {
+				t.Errorf("warnings %q do not name instance %s, the reason %q and the fix %q", warnings, instance, row.reason, row.fix)
 			}
 			if strings.Contains(joined, leaked) {
 				t.Errorf("a warning carries the token of the rejected response: %q", warnings)
@@ -205,8 +209,8 @@ func TestFaultMatrixFailsOpenExplainsAndRecoversWithoutRestart(t *testing.T) {
 			if d := metric(t, "artifactory_pull_admissions_total", map[string]string{"outcome": "failed_open"}) - openBefore; d != 1 {
 				t.Errorf("failed_open admissions grew by %v, want 1", d)
 			}
-			eventually(t, 10*time.Second, "a TokenExchangeFailed Event naming the reason", func() bool {
-				return namespaceEventContains(t, ns, "TokenExchangeFailed", row.reason)
+			eventually(t, 10*time.Second, "a TokenExchangeFailed Event naming the reason and the fix", func() bool {
+				return namespaceEventContains(t, ns, "TokenExchangeFailed", row.reason) && namespaceEventContains(t, ns, "TokenExchangeFailed", row.fix)
 			})
 
 			heal()

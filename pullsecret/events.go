@@ -8,6 +8,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 )
 
 // MaxEventNote is the longest note the API server accepts in an Event
@@ -40,6 +42,20 @@ func Truncate(s string, n int) string {
 		cut--
 	}
 	return s[:cut] + ellipsis
+}
+
+// WithFix is text (a warning, an Event note) followed by the short fix
+// credentials.Explain gives for err, if any. text is cut, not the fix, so
+// that the fix survives an Event note's limit: text ends with the error
+// body, the least needed part.
+func WithFix(text string, err error, limit int) string {
+	text = CleanText(text)
+	h, ok := credentials.Explain(err, "")
+	if !ok {
+		return Truncate(text, limit)
+	}
+	fix := "; " + CleanText(h.ShortFix())
+	return Truncate(text, limit-len(fix)) + fix
 }
 
 // FittingNotes wraps an Event recorder so that every note is cleaned and

@@ -1,6 +1,8 @@
 package pullsecret
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -8,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/tools/events"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 )
 
 func TestCleanTextMakesWarningsTheAPIServerAccepts(t *testing.T) {
@@ -40,5 +44,20 @@ func TestFittingNotesCutsEventNotesToTheAPIServersLimit(t *testing.T) {
 	}
 	if short != "Warning "+ReasonTokenExchangeFailed+" short 1 " {
 		t.Errorf("short note = %q, want it whole, control character replaced", short)
+	}
+}
+
+func TestWithFixKeepsTheFixWithinTheLimit(t *testing.T) {
+	refused := &credentials.ExchangeError{Instance: "main", Host: "a.example", Status: 500, Body: strings.Repeat("x", 2000)}
+	got := WithFix("could not refresh: "+refused.Error(), fmt.Errorf("wrapped: %w", refused), MaxEventNote)
+	if len(got) > MaxEventNote {
+		t.Fatalf("note of %d bytes, limit %d", len(got), MaxEventNote)
+	}
+	if !strings.HasSuffix(got, "; to fix: check the health of Artifactory's Access service and of any proxy on the way; "+
+		"the webhook retries with backoff, and pods keep a still-valid Secret") || !strings.Contains(got, "…; to fix") {
+		t.Errorf("WithFix cut the fix, or did not cut the text: %q", got)
+	}
+	if got := WithFix("plain \x1b[31m and more", errors.New("no hint"), 12); got != "plain  [3…" {
+		t.Errorf("without a hint: %q", got)
 	}
 }

@@ -509,8 +509,8 @@ func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, t target, key types
 	}
 	r.log.Info("could not refresh pull secret", append(append([]any{"namespace", ns.Name}, who...),
 		"action", metrics.LifecycleFailed, "error", err.Error())...)
-	r.event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh,
-		"could not refresh pull secret %s of instance %s%s: %v", key.Name, inst.Name, t.asWhom(), err)
+	r.event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh, "%s",
+		WithFix(fmt.Sprintf("could not refresh pull secret %s of instance %s%s: %v", key.Name, inst.Name, t.asWhom(), err), err, MaxEventNote))
 	after := r.retryAfter(t)
 	if !t.id.IsWebhook() {
 		// The failure may be this ServiceAccount's proof (its token, or STS
@@ -542,9 +542,9 @@ func (r *Refresher) report(ns *metav1.PartialObjectMetadata, t target, res SyncR
 	if res.Action == ActionReused {
 		if err := r.retry.LastError(r.key(t)); err != nil && !r.now().Before(res.RefreshAt) {
 			// Due for refresh, the mint failed, the Secret still works.
-			r.event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh,
-				"could not refresh pull secret %s of instance %s%s, which stays valid until %s: %v",
-				t.name, inst.Name, t.asWhom(), formatTime(res.ExpiresAt), err)
+			r.event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh, "%s",
+				WithFix(fmt.Sprintf("could not refresh pull secret %s of instance %s%s, which stays valid until %s: %v",
+					t.name, inst.Name, t.asWhom(), formatTime(res.ExpiresAt), err), err, MaxEventNote))
 		}
 		return
 	}

@@ -45,6 +45,11 @@ const (
 
 const warnPrefix = "artifactory-pull-webhook: "
 
+// maxWarning bounds one admission warning: the API server passes warnings
+// on in full while their total stays under 4 KiB, and the error body in
+// one is at most 1 KiB.
+const maxWarning = 2048
+
 // Options are the dependencies of a Handler.
 type Options struct {
 	Config *config.Config
@@ -244,7 +249,8 @@ func (h *Handler) pullSecrets(ctx context.Context, ns *metav1.PartialObjectMetad
 				warnPrefix, secretName, d.namespace, inst.Name))
 		case r.err != nil:
 			failed, d.err = true, errors.Join(d.err, r.err)
-			*warnings = append(*warnings, fmt.Sprintf("%sno pull secret for instance %s%s: %v", warnPrefix, inst.Name, pullsecret.AsWhom(r.id), r.err))
+			*warnings = append(*warnings, pullsecret.WithFix(fmt.Sprintf("%sno pull secret for instance %s%s: %v",
+				warnPrefix, inst.Name, pullsecret.AsWhom(r.id), r.err), r.err, maxWarning))
 			h.recordFailure(ns, inst.Name+pullsecret.AsWhom(r.id), r.err)
 		default:
 			names = append(names, r.result.SecretName)
@@ -464,8 +470,8 @@ func (h *Handler) recordFailure(ns *metav1.PartialObjectMetadata, instance strin
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 		ObjectMeta: metav1.ObjectMeta{Name: ns.Name, Namespace: ns.Name, UID: ns.UID},
 	}
-	h.recorder.Eventf(regarding, nil, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventAction,
-		"pods admitted without the pull secret of instance %s: %v", instance, err)
+	h.recorder.Eventf(regarding, nil, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventAction, "%s",
+		pullsecret.WithFix(fmt.Sprintf("pods admitted without the pull secret of instance %s: %v", instance, err), err, pullsecret.MaxEventNote))
 }
 
 func (h *Handler) logDecision(d decision) {

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
@@ -180,6 +181,34 @@ func TestHandleEnsureErrorFailsOpenWithWarningAndEvent(t *testing.T) {
 	}
 	if got := admissions(t, reg, metrics.OutcomeFailedOpen); got != 1 {
 		t.Errorf("failed_open = %v, want 1", got)
+	}
+}
+
+// TestHandleExchangeFailureSaysWhatToFix: the warning and the Event of a
+// refused exchange carry the fix of credentials.Explain's table, after the
+// reason Artifactory gave.
+func TestHandleExchangeFailureSaysWhatToFix(t *testing.T) {
+	const role = "arn:aws:iam::123456789012:role/puller"
+	refused := &credentials.ExchangeError{Instance: "main", Host: "artifactory.example.com", Status: 401, Exchange: credentials.ExchangeAWS,
+		Reason: "Artifactory refused the exchange", Body: `{"errors":[{"status":401,"message":"no user is mapped to IAM role ` + role + `"}]}`}
+	secrets := &fakeSecrets{ensure: func(context.Context, config.Instance) (pullsecret.Result, error) {
+		return pullsecret.Result{}, fmt.Errorf("pull secret x: %w: %w", pullsecret.ErrNoToken, refused)
+	}}
+	rec := events.NewFakeRecorder(10)
+	h, _ := testHandler(t, secrets, func(o *Options) { o.Recorder = rec })
+
+	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+
+	assertAllowedUnchanged(t, resp)
+	fix := `; to fix: map the role to an Artifactory user: PUT /access/api/v1/aws/iam_role {"username":"<user>","iam_role":"` + role + `"}`
+	assertWarning(t, resp, "no user is mapped to IAM role "+role+`"}]}`+fix)
+	select {
+	case e := <-rec.Events:
+		if !strings.HasPrefix(e, "Warning TokenExchangeFailed ") || !strings.HasSuffix(e, fix) {
+			t.Errorf("event = %q, want the fix at its end", e)
+		}
+	default:
+		t.Error("no Event recorded")
 	}
 }
 

@@ -58,6 +58,9 @@ type flags struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "check" {
+		os.Exit(check(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
+	}
 	var f flags
 	flag.StringVar(&f.config, "config", "/etc/artifactory-pull-webhook/config.yaml", "Path to the YAML configuration file.")
 	flag.StringVar(&f.listenAddr, "listen-addr", ":9443", "Address the HTTPS admission server listens on.")
@@ -406,12 +409,7 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 		}
 	}
 	chained := func(in config.Instance, base awssdk.CredentialsProvider, session string) awssdk.CredentialsProvider {
-		ar := in.AWS.AssumeRole
-		if ar == nil {
-			return base
-		}
-		return credentials.ChainRole(awsOpts, base, credentials.ChainedRole{RoleARN: ar.RoleARN, ExternalID: ar.ExternalID,
-			SessionName: ar.SessionName}, session)
+		return chainedRole(awsOpts, in, base, session)
 	}
 	exchangers := make(map[string]*credentials.Exchanger, len(cfg.Instances))
 	oidc := make(map[string]*credentials.OIDCExchanger, len(cfg.Instances))
@@ -501,6 +499,16 @@ func newTokenCache(ctx context.Context, cfg *config.Config, awsOpts credentials.
 		o.Adopt = checkpoint.Adopt
 	}
 	return credentials.NewCache(mint, o), nil
+}
+
+// chainedRole is base chained to in's aws.assumeRole, or base itself.
+func chainedRole(o credentials.AWSOptions, in config.Instance, base awssdk.CredentialsProvider, session string) awssdk.CredentialsProvider {
+	ar := in.AWS.AssumeRole
+	if ar == nil {
+		return base
+	}
+	return credentials.ChainRole(o, base, credentials.ChainedRole{RoleARN: ar.RoleARN, ExternalID: ar.ExternalID,
+		SessionName: ar.SessionName}, session)
 }
 
 // subjectTokens is the ID token source of in, an instance of exchange oidc.

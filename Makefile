@@ -6,6 +6,8 @@
 #
 # The kube-apiserver and etcd used by envtest are built from the Go module proxy into bin/k8s
 # (first run: about 10 minutes for kube-apiserver on 2 cores; rebuilt only when hack/tools/*/go.mod change).
+# These builds (and helm's) print how many packages they have compiled every PROGRESS_INTERVAL
+# seconds (default 30), through hack/buildprogress.sh.
 
 GO ?= go
 BIN := $(CURDIR)/bin
@@ -13,6 +15,8 @@ K8S_BIN := $(BIN)/k8s
 KUBELET_KEYRING := $(BIN)/kubelet-keyring
 KUBE_VERSION := $(shell awk '$$1=="k8s.io/kubernetes" {print $$2; exit}' hack/tools/kube-apiserver/go.mod)
 KUBE_MINOR := $(word 2,$(subst ., ,$(KUBE_VERSION)))
+# BUILDPROGRESS NAME DIR -- $(GO) build ...: the build in DIR, with a progress line every PROGRESS_INTERVAL seconds
+BUILDPROGRESS := $(CURDIR)/hack/buildprogress.sh
 export KUBEBUILDER_ASSETS := $(K8S_BIN)
 
 UNIT_PKGS := ./config/... ./credentials/... ./pullsecret/... ./webhook/... ./certs/... ./metrics/... ./internal/... \
@@ -36,7 +40,7 @@ envtest-bins: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd
 $(K8S_BIN)/kube-apiserver: hack/tools/kube-apiserver/go.mod hack/tools/kube-apiserver/go.sum
 	@mkdir -p $(K8S_BIN)
 	@echo ">> building kube-apiserver $(KUBE_VERSION) from the Go module proxy (first run: ~10 min on 2 cores; cached afterwards)"
-	cd hack/tools/kube-apiserver && $(GO) build -trimpath \
+	$(BUILDPROGRESS) kube-apiserver hack/tools/kube-apiserver -- $(GO) build -trimpath \
 		-ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(KUBE_MINOR)" \
 		-o $@ k8s.io/kubernetes/cmd/kube-apiserver
 	@$@ --version
@@ -44,7 +48,7 @@ $(K8S_BIN)/kube-apiserver: hack/tools/kube-apiserver/go.mod hack/tools/kube-apis
 $(K8S_BIN)/etcd: hack/tools/etcd/go.mod hack/tools/etcd/go.sum
 	@mkdir -p $(K8S_BIN)
 	@echo ">> building etcd from the Go module proxy (about a minute)"
-	cd hack/tools/etcd && $(GO) build -trimpath -ldflags "-s -w" -o $@ go.etcd.io/etcd/server/v3
+	$(BUILDPROGRESS) etcd hack/tools/etcd -- $(GO) build -trimpath -ldflags "-s -w" -o $@ go.etcd.io/etcd/server/v3
 	@$@ --version | head -1
 
 # kubelet's own credential-provider plugin runner and keyring, for the credential provider's end-to-end
@@ -54,7 +58,7 @@ kubelet-keyring: $(KUBELET_KEYRING)
 $(KUBELET_KEYRING): hack/tools/kube-apiserver/go.mod hack/tools/kube-apiserver/go.sum hack/tools/kube-apiserver/kubelet-keyring/main.go
 	@mkdir -p $(BIN)
 	@echo ">> building kubelet's credential-provider plugin runner from the Go module proxy"
-	cd hack/tools/kube-apiserver && $(GO) build -trimpath -ldflags "-s -w" -o $@ ./kubelet-keyring
+	$(BUILDPROGRESS) kubelet-keyring hack/tools/kube-apiserver -- $(GO) build -trimpath -ldflags "-s -w" -o $@ ./kubelet-keyring
 
 ## tests
 test: unit e2e $(EXTRA_TESTS)

@@ -13,7 +13,7 @@ MUTATION_WORKERS ?= 1
 
 $(GREMLINS): hack/tools/gremlins/go.mod hack/tools/gremlins/go.sum
 	@mkdir -p $(BIN)
-	cd hack/tools/gremlins && $(GO) build -trimpath -ldflags "-s -w" -o $@ github.com/go-gremlins/gremlins/cmd/gremlins
+	$(BUILDPROGRESS) gremlins hack/tools/gremlins -- $(GO) build -trimpath -ldflags "-s -w" -o $@ github.com/go-gremlins/gremlins/cmd/gremlins
 
 mutation: $(GREMLINS)
 	@mkdir -p $(BIN)/mutation

@@ -94,6 +94,7 @@ func TestCheckExplainsEachFailureOfTheFaultMatrix(t *testing.T) {
 		if line, _ := stepLine(r.Stdout, "caller identity"); !assumed.MatchString(line) {
 			t.Errorf("caller identity %q names no assumed-role ARN of %s", line, stack.Emu.RoleARN)
 		}
+		t.Logf("check printed:\n%s", r.Stdout)
 		if !strings.Contains(r.Stdout, "all 5 steps passed") {
 			t.Errorf("no closing line:\n%s", r.Stdout)
 		}
@@ -191,9 +192,7 @@ func TestCheckExplainsEachFailureOfTheFaultMatrix(t *testing.T) {
 			if !found {
 				t.Errorf("json has no failed step %s with the detail, cause and fix: %s", row.step, j.Stdout)
 			}
-			if t.Failed() {
-				t.Logf("check printed:\n%s%s", r.Stdout, r.Stderr)
-			}
+			t.Logf("check printed:\n%s%s", r.Stdout, r.Stderr)
 		})
 	}
 

@@ -245,7 +245,7 @@ func (c *checker) awsIdentity(ctx context.Context) {
 		_, err = p.Retrieve(ctx)
 	}
 	if err != nil {
-		c.fail("aws credentials", fmt.Errorf("%s (%s): %w", src, src.Why, err), credentials.ExplainCredentials(err))
+		c.fail("aws credentials", fmt.Errorf("%s: %w", src.Why, err), credentials.ExplainCredentials(err)) // err names the source
 		return
 	}
 	c.pass("aws credentials", "%s (%s)", src, src.Why)

@@ -3,8 +3,12 @@
 // the webhook registered with the API server — and shows a pod being
 // patched and its image pulled with the Secret the webhook wrote.
 //
-//	make demo                       stay up until interrupted (.demo/kubeconfig)
-//	make demo ARGS=--once           exit after the showcase (non-zero if a step failed)
+//	make demo                       stay up until interrupted and print what to try next: kubectl
+//	                                commands (.demo/kubeconfig), curl switches that break and heal
+//	                                Artifactory's exchange (served on 127.0.0.1), and the webhook's
+//	                                check command (.demo/config.yaml)
+//	make demo ARGS=--once           exit after the showcase, which ends by breaking and healing the
+//	                                exchange through those switches (non-zero if a step failed)
 //	make demo ARGS=--per-sa         also show per-ServiceAccount identities: two teams,
 //	                                two roles, two Artifactory users (issue #11)
 //	make demo ARGS="--per-sa --once"
@@ -22,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -95,6 +100,11 @@ func run(ctx context.Context, once, verbose, perSA, oidc bool) error {
 	} else {
 		step("starting the webhook (AWS identity: EKS Pod Identity, via the agent emulator)")
 	}
+	// The configuration and AWS environment the webhook starts with, for
+	// the check command the demo prints.
+	var webhookConfig string
+	var webhookEnv []string
+	adjust = append(adjust, func(o *harness.WebhookOptions) { webhookConfig, webhookEnv = o.Config, slices.Clone(o.Env) })
 	if err := s.StartWebhook(ctx, harness.PodIdentity, adjust...); err != nil {
 		return err
 	}
@@ -103,9 +113,19 @@ func run(ctx context.Context, once, verbose, perSA, oidc bool) error {
 		return err
 	}
 	kubeconfig := filepath.Join(demoDir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+	if err := writePrivate(kubeconfig, kc); err != nil {
 		return err
 	}
+	checkCmd, err := writeCheckFiles(demoDir, webhookConfig, webhookEnv)
+	defer os.Remove(filepath.Join(demoDir, podIdentityTokenFile)) // the emulator's token dies with it
+	if err != nil {
+		return err
+	}
+	ctl, err := startControl(s)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
 
 	const ns = "demo"
 	step("creating namespace %q with label %s=enabled", ns, harness.OptInLabel)
@@ -173,28 +193,100 @@ func run(ctx context.Context, once, verbose, perSA, oidc bool) error {
 		}
 	}
 	if once {
+		if err := showBreakAndHeal(ctx, s, ctl, ns); err != nil {
+			return err
+		}
 		step("done")
 		return nil
 	}
-	step("the stack stays up; press Ctrl-C to stop")
-	fmt.Printf("    export KUBECONFIG=%s\n", kubeconfig)
-	fmt.Printf("    kubectl create namespace try && kubectl label namespace try %s=enabled\n", harness.OptInLabel)
-	fmt.Printf("    kubectl -n try run web --image=%s && kubectl -n try get pod web -o jsonpath='{.spec.imagePullSecrets}'\n", s.Image)
-	if perSA {
-		fmt.Printf("    kubectl -n team-a create serviceaccount ci && kubectl -n team-a annotate serviceaccount ci %s=arn:aws:iam::%s:role/team-a-puller\n",
-			config.RoleARNAnnotation, demoAccount)
-		fmt.Printf("    kubectl -n team-a run ci --image=%s --overrides='{\"spec\":{\"serviceAccountName\":\"ci\"}}' && kubectl -n team-a get pod ci -o jsonpath='{.spec.imagePullSecrets}'\n",
-			newDemoTeam(s, "a", "").image)
-	}
-	if oidc {
-		fmt.Printf("    kubectl -n team-a create serviceaccount ci  # no annotation: mapping %q of provider %q matches its sub\n",
-			newOIDCTeam(s, "a", "", 1).mapping, oidcProvider)
-		fmt.Printf("    kubectl -n team-a run ci --image=%s --overrides='{\"spec\":{\"serviceAccountName\":\"ci\"}}' && kubectl -n team-a get pod ci -o jsonpath='{.spec.imagePullSecrets}'\n",
-			newOIDCTeam(s, "a", "", 1).image)
-	}
-	fmt.Printf("    metrics: http://%s/metrics\n", s.Webhook.MetricsAddr)
+	printTryNext(s, ctl, tryNext{kubeconfig: kubeconfig, ns: ns, secret: names[0], check: checkCmd, perSA: perSA, oidc: oidc})
 	<-ctx.Done()
 	return nil
+}
+
+// podIdentityTokenFile is the copy, in .demo, of the Pod Identity token file
+// the webhook reads: the check command reads it too.
+const podIdentityTokenFile = "eks-pod-identity-token"
+
+// writeCheckFiles writes the webhook's configuration (config.yaml) and a copy
+// of its Pod Identity token file into dir, and returns the command that runs
+// the webhook's check against them with the webhook's AWS environment.
+func writeCheckFiles(dir, cfg string, env []string) (string, error) {
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := writePrivate(cfgPath, []byte(cfg)); err != nil {
+		return "", err
+	}
+	words := []string{"env"}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		if k == "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE" {
+			token, err := os.ReadFile(v)
+			if err != nil {
+				return "", err
+			}
+			v = filepath.Join(dir, podIdentityTokenFile)
+			if err := writePrivate(v, token); err != nil {
+				return "", err
+			}
+		}
+		words = append(words, k+"="+shellWord(v))
+	}
+	words = append(words, "go", "-C", shellWord(harness.ModuleRoot()), "run", "./cmd/artifactory-pull-webhook", "check", "--config", shellWord(cfgPath))
+	return strings.Join(words, " "), nil
+}
+
+// writePrivate writes b to path readable by the user alone, also when path
+// exists with a wider mode.
+func writePrivate(path string, b []byte) error {
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o600)
+}
+
+// tryNext is what printTryNext needs from the showcase.
+type tryNext struct {
+	kubeconfig, ns string
+	secret         string // the showcase pod's pull Secret
+	check          string // the check command line
+	perSA, oidc    bool
+}
+
+// printTryNext ends the showcase with commands to try against the running
+// stack, each ready to paste.
+func printTryNext(s *harness.Stack, c *control, t tryNext) {
+	kubectl := "kubectl --kubeconfig " + shellWord(t.kubeconfig)
+	faulty := faultyImage(s)
+	step("the stack stays up until Ctrl-C; try next")
+	fmt.Printf("    1. a pod in namespace %s gets its pull Secret:\n", t.ns)
+	fmt.Printf("       %s -n %s run web --image=%s\n", kubectl, t.ns, s.Image)
+	fmt.Printf("       %s -n %s get pod web -o jsonpath='{.spec.imagePullSecrets[*].name}{\"\\n\"}'\n", kubectl, t.ns)
+	fmt.Printf("       %s -n %s describe secret %s   # the token is not shown\n", kubectl, t.ns, t.secret)
+	fmt.Printf("    2. break the exchange: instance faulty holds no token yet, so its first pod needs one:\n")
+	fmt.Printf("       curl -X POST '%s/artifactory?status=401'   # or status=403, status=500, down=true, delay=10s\n", c.URL)
+	fmt.Printf("       %s -n %s run broken --image=%s   # admitted without a Secret, with a warning\n", kubectl, t.ns, faulty)
+	fmt.Printf("       %s -n %s get events --field-selector reason=TokenExchangeFailed\n", kubectl, t.ns)
+	fmt.Printf("    3. heal it: faulty's next pod gets its Secret (faulty then holds a token, as main does):\n")
+	fmt.Printf("       curl -X POST %s/heal\n", c.URL)
+	fmt.Printf("       %s -n %s run healed --image=%s\n", kubectl, t.ns, faulty)
+	fmt.Printf("       %s -n %s get pod healed -o jsonpath='{.spec.imagePullSecrets[*].name}{\"\\n\"}'\n", kubectl, t.ns)
+	fmt.Printf("    4. the webhook's diagnostics (while broken, add --instance faulty to see the failure explained):\n")
+	fmt.Printf("       %s\n", t.check)
+	if t.perSA {
+		fmt.Printf("    per-ServiceAccount identities: a ServiceAccount of team-a's role, and its pod:\n")
+		fmt.Printf("       %s -n team-a create serviceaccount ci && %s -n team-a annotate serviceaccount ci %s=arn:aws:iam::%s:role/team-a-puller\n",
+			kubectl, kubectl, config.RoleARNAnnotation, demoAccount)
+		fmt.Printf("       %s -n team-a run ci --image=%s --overrides='{\"spec\":{\"serviceAccountName\":\"ci\"}}' && %s -n team-a get pod ci -o jsonpath='{.spec.imagePullSecrets}'\n",
+			kubectl, newDemoTeam(s, "a", "").image, kubectl)
+	}
+	if t.oidc {
+		fmt.Printf("    OIDC: a ServiceAccount without annotation (mapping %q of provider %q matches its sub), and its pod:\n",
+			newOIDCTeam(s, "a", "", 1).mapping, oidcProvider)
+		fmt.Printf("       %s -n team-a create serviceaccount ci\n", kubectl)
+		fmt.Printf("       %s -n team-a run ci --image=%s --overrides='{\"spec\":{\"serviceAccountName\":\"ci\"}}' && %s -n team-a get pod ci -o jsonpath='{.spec.imagePullSecrets}'\n",
+			kubectl, newOIDCTeam(s, "a", "", 1).image, kubectl)
+	}
+	fmt.Printf("    metrics: http://%s/metrics   switches: curl %s/\n", s.Webhook.MetricsAddr, c.URL)
 }
 
 // printSecret prints a managed Secret, token redacted; extra names further

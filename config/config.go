@@ -101,7 +101,17 @@ type Config struct {
 	// ServiceAccounts configures how instances with identity
 	// serviceAccount read a pod's ServiceAccount.
 	ServiceAccounts ServiceAccounts `json:"serviceAccounts"`
+	// ProvisionOnOptIn has the refresher write the pull Secret of every
+	// instance with identity webhook in a namespace as soon as it opts in
+	// (and in every opted-in namespace at start), so that its first pod is
+	// admitted without an exchange or a write and the Secret is there
+	// before any pod (default true). Off: a namespace's Secrets are written
+	// by the admission of its first pod that needs them.
+	ProvisionOnOptIn *bool `json:"provisionOnOptIn,omitempty"`
 }
+
+// Provision reports whether namespaces get their Secrets at opt-in.
+func (c *Config) Provision() bool { return c.ProvisionOnOptIn == nil || *c.ProvisionOnOptIn }
 
 // Identity says whose AWS credentials sign an instance's exchange.
 type Identity string

@@ -43,6 +43,7 @@ aws:
   stsEndpoint: %[6]s
 refreshThreshold: %[7]v
 requestTimeout: 2s
+provisionOnOptIn: false
 backoffCap: 4s
 `, instance, stack.Emu.Artifactory.URL(), stack.Emu.Registry.Host(), ttl,
 		filepath.Join(stack.Dir, "artifactory-ca.pem"), stack.Emu.STS.URL(), threshold)

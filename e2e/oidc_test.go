@@ -42,6 +42,7 @@ func oidcConfig(run, provider, fileProvider, tokenFile string) string {
   oidc: {providerName: %[7]s, subjectToken: {source: file, path: %[8]s}}
 refreshThreshold: 0.5
 requestTimeout: 2s
+provisionOnOptIn: false
 backoffCap: 4s
 `, run, stack.Emu.Artifactory.URL(), stack.Emu.Registry.Host(), stack.BurstHost,
 		filepath.Join(stack.Dir, "artifactory-ca.pem"), provider, fileProvider, tokenFile)
@@ -224,6 +225,7 @@ func TestOIDCExchangeWithTheGCPMetadataServersIdentityToken(t *testing.T) {
   exchange: oidc
   oidc: {providerName: %[5]s, subjectToken: {source: gcpMetadata, audience: artifactory-%[1]s}}
 requestTimeout: 2s
+provisionOnOptIn: false
 `, run, stack.Emu.Artifactory.URL(), stack.Emu.Registry.Host(), filepath.Join(stack.Dir, "artifactory-ca.pem"), provider)
 	err = stack.StartWebhook(context.Background(), harness.PodIdentity, func(o *harness.WebhookOptions) {
 		o.Config = cfg

@@ -44,6 +44,7 @@ aws:
   stsEndpoint: %[6]s
 refreshThreshold: 0.5
 requestTimeout: 2s
+provisionOnOptIn: false
 backoffCap: 4s
 `, run, stack.Emu.Artifactory.URL(), stack.Emu.Registry.Host(), stack.BurstHost,
 		filepath.Join(stack.Dir, "artifactory-ca.pem"), stack.Emu.STS.URL())

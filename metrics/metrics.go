@@ -49,10 +49,11 @@ type Metrics struct {
 
 // Actions of the Secret refresher (label "action" of lifecycle_actions_total).
 const (
-	LifecycleRefreshed = "refreshed" // a Secret got a new token or new hosts
-	LifecycleRestored  = "restored"  // a deleted or hand-edited Secret was rewritten
-	LifecycleDeleted   = "deleted"   // a Secret of an opted-out namespace was deleted
-	LifecycleFailed    = "failed"    // a Secret could not be kept up to date
+	LifecycleProvisioned = "provisioned" // a Secret was written when its namespace opted in, before any pod
+	LifecycleRefreshed   = "refreshed"   // a Secret got a new token or new hosts
+	LifecycleRestored    = "restored"    // a deleted or hand-edited Secret was rewritten
+	LifecycleDeleted     = "deleted"     // a Secret of an opted-out namespace was deleted
+	LifecycleFailed      = "failed"      // a Secret could not be kept up to date
 )
 
 // New creates the collectors and registers them on reg.

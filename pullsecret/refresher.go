@@ -34,6 +34,7 @@ import (
 // Event reasons recorded on a namespace by the refresher. TokenExchangeFailed
 // is the reason the admission handler uses for the same condition.
 const (
+	ReasonProvisioned         = "PullSecretProvisioned"
 	ReasonRefreshed           = "PullSecretRefreshed"
 	ReasonRestored            = "PullSecretRestored"
 	ReasonDeleted             = "PullSecretDeleted"
@@ -124,7 +125,10 @@ type Refresher struct {
 	nsKey    string
 	nsValue  string
 	cleanup  bool
-	proofs   credentials.Backoff // spaces out the retries of refused ServiceAccounts
+	// provision writes the Secrets of identity webhook instances when a
+	// namespace opts in (config provisionOnOptIn).
+	provision bool
+	proofs    credentials.Backoff // spaces out the retries of refused ServiceAccounts
 
 	mu      sync.Mutex
 	wanted  map[types.NamespacedName]target // Secrets to restore when missing
@@ -145,7 +149,7 @@ func NewRefresher(o RefresherOptions) (*Refresher, error) {
 	}
 	r := &Refresher{
 		store: o.Store, reader: o.Reader, secrets: o.Secrets, retry: o.Retry, ready: o.Ready, recorder: o.Recorder, metrics: o.Metrics,
-		log: o.Log, now: o.Now, nsKey: key, nsValue: value, cleanup: o.Config.Cleanup(),
+		log: o.Log, now: o.Now, nsKey: key, nsValue: value, cleanup: o.Config.Cleanup(), provision: o.Config.Provision(),
 		targets: newTargets(o.Config.Instances), sas: o.ServiceAccounts,
 		proofs:  credentials.Backoff{Base: DefaultWriteBackoffBase, Cap: o.Config.BackoffCap.Duration},
 		wanted:  map[types.NamespacedName]target{},
@@ -235,10 +239,19 @@ func (r *Refresher) secretEvents() handler.EventHandler {
 	}
 }
 
-// secretsOf maps a namespace whose labels changed to its managed Secrets:
-// those in the cache and those remembered as deleted.
+// secretsOf maps a namespace whose labels changed (or that the informer
+// lists at start) to its managed Secrets: those in the cache, those
+// remembered as deleted and, when it opts in and provisioning is on, the
+// Secret of every instance with identity webhook.
 func (r *Refresher) secretsOf(ctx context.Context, ns client.Object) []reconcile.Request {
 	seen := map[types.NamespacedName]bool{}
+	if r.provision && ns.GetLabels()[r.nsKey] == r.nsValue && ns.GetDeletionTimestamp() == nil {
+		for name, in := range r.targets.byName {
+			if !in.PerServiceAccount() {
+				seen[types.NamespacedName{Namespace: ns.GetName(), Name: name}] = true
+			}
+		}
+	}
 	var list corev1.SecretList
 	if err := r.reader.List(ctx, &list, client.InNamespace(ns.GetName()),
 		client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
@@ -321,8 +334,14 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	// A present Secret is in the cache; a deleted one was remembered by its
 	// delete event. Remembering only those keeps memory flat in the number
 	// of namespaces.
+	provisioning := false
 	if !present && !r.remembered(req.NamespacedName) {
-		return reconcile.Result{}, nil // never ours here: admission creates it when a pod needs it
+		// Written here only when provisioning an opted-in namespace;
+		// otherwise admission creates it when a pod needs it.
+		if !r.provision || !optedIn || !t.id.IsWebhook() || t.inst.PerServiceAccount() || req.Name != t.inst.SecretName {
+			return reconcile.Result{}, nil
+		}
+		provisioning = true
 	}
 	held := t // what the Secret holds
 	if !t.id.IsWebhook() {
@@ -361,7 +380,7 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		return r.failed(ns, t, req.NamespacedName, err)
 	}
 	r.forgetRefusals(req.NamespacedName)
-	r.report(ns, t, res)
+	r.report(ns, t, res, provisioning)
 	return reconcile.Result{RequeueAfter: r.nextLook(t, res)}, nil
 }
 
@@ -536,8 +555,9 @@ func (r *Refresher) forgetRefusals(key types.NamespacedName) {
 	r.mu.Unlock()
 }
 
-// report records what a successful Sync did.
-func (r *Refresher) report(ns *metav1.PartialObjectMetadata, t target, res SyncResult) {
+// report records what a successful Sync did; provisioning says the Secret
+// was missing and written because its namespace opts in.
+func (r *Refresher) report(ns *metav1.PartialObjectMetadata, t target, res SyncResult, provisioning bool) {
 	inst := t.inst
 	if res.Action == ActionReused {
 		if err := r.retry.LastError(r.key(t)); err != nil && !r.now().Before(res.RefreshAt) {
@@ -549,7 +569,10 @@ func (r *Refresher) report(ns *metav1.PartialObjectMetadata, t target, res SyncR
 		return
 	}
 	reason, action := ReasonRefreshed, metrics.LifecycleRefreshed
-	if res.Restored {
+	switch {
+	case provisioning && res.Action == ActionCreated:
+		reason, action = ReasonProvisioned, metrics.LifecycleProvisioned
+	case res.Restored:
 		reason, action = ReasonRestored, metrics.LifecycleRestored
 	}
 	r.metrics.LifecycleAction(inst.Name, action)

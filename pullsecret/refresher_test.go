@@ -48,13 +48,18 @@ func newRefresherHarness(t *testing.T, cleanup bool, objs ...client.Object) *ref
 	return refresherOn(t, newHarness(t, interceptor.Funcs{}, objs...), cleanup)
 }
 
-// refresherOn runs a Refresher on h's Store and API server.
-func refresherOn(t *testing.T, h *harness, cleanup bool) *refresherHarness {
+// refresherOn runs a Refresher on h's Store and API server; adjust
+// changes its configuration.
+func refresherOn(t *testing.T, h *harness, cleanup bool, adjust ...func(*config.Config)) *refresherHarness {
 	t.Helper()
 	rh := &refresherHarness{harness: h, retry: &fakeRetry{}, events: events.NewFakeRecorder(10)}
+	cfg := &config.Config{Instances: []config.Instance{instance()}, NamespaceLabel: config.DefaultNamespaceLabel,
+		CleanupOnOptOut: &cleanup}
+	for _, f := range adjust {
+		f(cfg)
+	}
 	r, err := NewRefresher(RefresherOptions{
-		Config: &config.Config{Instances: []config.Instance{instance()}, NamespaceLabel: config.DefaultNamespaceLabel,
-			CleanupOnOptOut: &cleanup},
+		Config:   cfg,
 		Store:    h.store,
 		Reader:   informerCache{h.api},
 		Retry:    rh.retry,
@@ -157,8 +162,39 @@ func TestRefresherRestoresEditedSecret(t *testing.T) {
 	}
 }
 
-func TestRefresherRecreatesOnlySecretsItHasSeen(t *testing.T) {
+// TestRefresherProvisionsAnOptedInNamespace: with provisionOnOptIn (the
+// default) a namespace that opts in is mapped to its instances' Secrets,
+// and a missing one is written at once: its first pod then costs nothing.
+func TestRefresherProvisionsAnOptedInNamespace(t *testing.T) {
 	h := newRefresherHarness(t, true, namespaceWith(optedInLabels))
+	h.tokens.cred = credAt(t0, rawToken)
+
+	reqs := h.r.secretsOf(context.Background(), namespaceWith(optedInLabels))
+	if len(reqs) != 1 || reqs[0].NamespacedName != secretKey {
+		t.Fatalf("an opted-in namespace maps to %v, want its instance's Secret %s", reqs, secretKey)
+	}
+	if reqs := h.r.secretsOf(context.Background(), namespaceWith(map[string]string{"team": "a"})); len(reqs) != 0 {
+		t.Errorf("a namespace that did not opt in maps to %v", reqs)
+	}
+	h.reconcile(t)
+
+	if h.calls["create"] != 1 {
+		t.Fatalf("calls = %v, want the Secret provisioned", h.calls)
+	}
+	if _, tok, err := ParseDockerConfigJSON(h.secret(t).Data[corev1.DockerConfigJsonKey], instance().RegistryHosts[0]); err != nil || tok.Reveal() != rawToken {
+		t.Errorf("provisioned Secret does not carry the token (err %v)", err)
+	}
+	if e := h.event(); !strings.HasPrefix(e, "Normal "+ReasonProvisioned) || !strings.Contains(e, "provisioned pull secret artifactory-pull") {
+		t.Errorf("event = %q, want %s", e, ReasonProvisioned)
+	}
+}
+
+func TestRefresherRecreatesOnlySecretsItHasSeen(t *testing.T) {
+	h := refresherOn(t, newHarness(t, interceptor.Funcs{}, namespaceWith(optedInLabels)), true,
+		func(c *config.Config) { c.ProvisionOnOptIn = new(bool) })
+	if reqs := h.r.secretsOf(context.Background(), namespaceWith(optedInLabels)); len(reqs) != 0 {
+		t.Errorf("provisionOnOptIn false: an opted-in namespace without Secrets maps to %v", reqs)
+	}
 
 	h.reconcile(t)
 	if h.calls["create"] != 0 || h.tokens.gets != 0 {

@@ -148,6 +148,7 @@ aws:
 refreshThreshold: %[7]v
 backoffCap: 5s
 requestTimeout: 5s
+provisionOnOptIn: false
 `, s.Emu.Artifactory.URL(), b.host, filepath.Join(s.Dir, "artifactory-ca.pem"), rotateHost, rotateTTL,
 		s.Emu.STS.URL(), refreshFraction, teamHost, teamSecretPrefix)
 }

@@ -140,7 +140,10 @@ func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
 // (config retiredSecretNames): it deletes its managed Secrets of that name.
 const RetiredSecretName = "artifactory-pull-retired"
 
-// Config is the webhook's configuration file for this stack.
+// Config is the webhook's configuration file for this stack. It turns
+// provisionOnOptIn off: namespaces get their Secrets from the admission of
+// their first pod, whose exchanges and writes the tests count, and the
+// demo's broken exchange is the one instance faulty's first pod makes.
 func (s *Stack) Config(id Identity) string {
 	ca := filepath.Join(s.Dir, "artifactory-ca.pem")
 	url := s.Emu.Artifactory.URL()
@@ -167,6 +170,7 @@ aws:
   stsEndpoint: %[7]s
 requestTimeout: 5s
 retiredSecretNames: [%[8]s]
+provisionOnOptIn: false
 `, url, s.Emu.Registry.Host(), ca, s.BurstHost, s.FaultyHost, id, s.Emu.STS.URL(), RetiredSecretName)
 }
 

@@ -39,7 +39,7 @@ func (h Hint) ShortFix() string {
 }
 
 var (
-	roleARNPattern    = regexp.MustCompile(`arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+`)
+	roleARNPattern    = regexp.MustCompile(`arn:aws[a-z-]{0,16}:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}`)
 	assumedARNPattern = regexp.MustCompile(`^arn:(aws[a-z-]*):sts::([0-9]{12}):assumed-role/([^/]+)/`)
 	secondsPattern    = regexp.MustCompile(`\b([0-9]{2,9})\s*(?:s|sec|seconds)\b`)
 )
@@ -94,11 +94,26 @@ func Explain(err error, role string) (h Hint, ok bool) {
 	case errors.Is(err, errCredentials):
 		return ExplainCredentials(err), true
 	}
+	var re *RoleError
+	if errors.As(err, &re) {
+		id := re.ID
+		return Hint{Cause: fmt.Sprintf("STS did not let ServiceAccount %s/%s assume the role %s", id.Namespace, id.ServiceAccount, id.RoleARN),
+			Fix: fmt.Sprintf("check that the trust policy of %s names the cluster's OIDC provider and system:serviceaccount:%s:%s "+
+				"with audience sts.amazonaws.com, or annotate the ServiceAccount with a role that trusts it", id.RoleARN, id.Namespace, id.ServiceAccount)}, true
+	}
+	if errors.Is(err, errNoServiceAccountToken) {
+		return Hint{Cause: "the API server gave no token of the pod's ServiceAccount for the moment",
+			Fix: "check the API server's health; the webhook retries, and a kept proof still serves"}, true
+	}
 	if !isX {
 		return Hint{}, false
 	}
 	if h, ok := transportHint(err, xe); ok {
 		return h, true
+	}
+	if isTimeout(err) { // after an answer began: its body did not arrive in time
+		return Hint{Cause: fmt.Sprintf("%s did not finish its answer within the exchange timeout (%s)", xe.Host, fmtTTL(xe.Timeout)),
+			Fix: "check the network path to Artifactory (proxy, load balancer) or raise the instance's exchangeTimeout" + proxyNote()}, true
 	}
 	switch s := xe.Status; {
 	case s == http.StatusUnauthorized:
@@ -140,6 +155,12 @@ func Explain(err error, role string) (h Hint, ok bool) {
 func ExplainCredentials(err error) Hint {
 	s := err.Error()
 	switch {
+	case strings.Contains(s, " is not set"): // an explicit authType whose variables are missing (requireEnv)
+		return Hint{Cause: "the AWS identity aws.authType names is not configured for this pod",
+			Fix: "give the pod that identity (an EKS Pod Identity association, or the eks.amazonaws.com/role-arn annotation for IRSA) and restart it, or set aws.authType: auto"}
+	case strings.Contains(s, "no such file"), strings.Contains(s, "permission denied"), strings.Contains(s, "read Pod Identity token"):
+		return Hint{Cause: "the projected token file of the pod's AWS identity cannot be read",
+			Fix: "check the pod's projected token volume (EKS injects it with the Pod Identity association or the IRSA annotation) and restart the pod"}
 	case strings.Contains(s, "neither EKS Pod Identity"):
 		return Hint{Cause: "no AWS identity is configured for the webhook (authType auto found neither Pod Identity nor IRSA)",
 			Fix: "give the webhook's ServiceAccount an IAM role: an EKS Pod Identity association, or the eks.amazonaws.com/role-arn annotation (IRSA), then restart it"}
@@ -154,7 +175,7 @@ func ExplainCredentials(err error) Hint {
 			Fix: "check that the chained role's trust policy names the identity that assumes it, and the external ID it expects"}
 	}
 	return Hint{Cause: "the AWS credentials could not be had",
-		Fix: "run artifactory-pull-webhook check to see which source aws.authType resolves to"}
+		Fix: "check aws.authType and the pod's AWS environment (AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_ROLE_ARN, their token files)"}
 }
 
 // transportHint explains an exchange that got no usable HTTP answer.
@@ -176,6 +197,9 @@ func transportHint(err error, xe *ExchangeError) (Hint, bool) {
 	case errors.Is(err, errRedirect):
 		return Hint{Cause: fmt.Sprintf("%s redirected the exchange; the signed request is sent only to the configured URL", xe.Host),
 			Fix: "set the instance's url to the address it redirects to, if that address is trusted"}, true
+	case strings.HasPrefix(xe.Reason, "sign "):
+		return Hint{Cause: "the request could not be signed with the AWS credentials",
+			Fix: "check the webhook's AWS credentials (aws.authType and the pod's AWS environment)"}, true
 	case xe.Status == 0 && isTimeout(err):
 		return Hint{Cause: fmt.Sprintf("%s did not answer within the exchange timeout (%s)", xe.Host, fmtTTL(xe.Timeout)),
 			Fix: "check the network path to Artifactory (egress NetworkPolicy, firewall, proxy) or raise the instance's exchangeTimeout" + proxyNote()}, true
@@ -204,14 +228,17 @@ func unauthorizedHint(xe *ExchangeError, role string) Hint {
 		return Hint{Cause: "STS found the signature too old or from the future: the clock of the webhook's node is off",
 			Fix: "synchronise the node's clock (NTP, chrony); STS allows 5 minutes of skew"}
 	}
+	if strings.Contains(body, "mapped") {
+		// Artifactory could name the role only once STS verified the
+		// signature: the mapping, not the region, is missing.
+		return mappingHint(role)
+	}
 	partition := PartitionOf(role)
 	if partition != "" && partition != "aws" && xe.Region == "" {
 		return Hint{Cause: fmt.Sprintf("the role is in partition %s, whose STS cannot verify a signature for every region", partition),
 			Fix: fmt.Sprintf("set aws.region to the role's region (e.g. %s)", regionExample(partition))}
 	}
 	switch {
-	case strings.Contains(body, "mapped"):
-		return mappingHint(role)
 	case strings.Contains(body, "AccessDenied"), strings.Contains(body, "InvalidClientTokenId"), strings.Contains(body, "ExpiredToken"),
 		strings.Contains(body, "SignatureDoesNotMatch"), strings.Contains(strings.ToLower(body), "verify"):
 		fix := "check that the webhook's AWS credentials are current"

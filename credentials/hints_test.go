@@ -59,6 +59,15 @@ func TestExplainGivesTheCauseAndFixOfEachExchangeFailure(t *testing.T) {
 			}
 		}, mod: func(o *ExchangeOptions) { o.HTTPClient.Timeout = 200 * time.Millisecond },
 			cause: "within the exchange timeout (200ms)", fix: "exchangeTimeout"},
+		{name: "body stalls after a 200", respond: func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}, mod: func(o *ExchangeOptions) { o.HTTPClient.Timeout = 200 * time.Millisecond },
+			cause: "did not finish its answer within the exchange timeout (200ms)", fix: "exchangeTimeout"},
 		{name: "credentials", mod: func(o *ExchangeOptions) {
 			o.Credentials = sourced{aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
 				return aws.Credentials{}, errors.New("exceeded maximum number of attempts: pod identity agent is down")
@@ -117,6 +126,25 @@ func TestExplainOIDCAndSubjectFailures(t *testing.T) {
 	if h, _ := Explain(refused, ""); !strings.Contains(h.Fix, "serviceaccounts/token") {
 		t.Errorf("refused ServiceAccount token hint %+v", h)
 	}
+	role := &RoleError{ID: Identity{RoleARN: "arn:aws:iam::123456789012:role/team-a", Namespace: "team-a", ServiceAccount: "api"},
+		Err: errors.New("AccessDenied: Not authorized to perform sts:AssumeRoleWithWebIdentity")}
+	if h, _ := Explain(fmt.Errorf("pull secret x: %w", role), ""); !strings.Contains(h.Fix, "system:serviceaccount:team-a:api") ||
+		!strings.Contains(h.Fix, "arn:aws:iam::123456789012:role/team-a") {
+		t.Errorf("a ServiceAccount's refused role: %+v", h)
+	}
+	// Artifactory names the role only after STS verified it: a GovCloud
+	// role without aws.region is still a missing mapping.
+	gov := &ExchangeError{Instance: "g", Host: "a.example", Status: 401, Exchange: ExchangeAWS,
+		Body: `{"errors":[{"message":"No user is mapped to IAM role arn:aws-us-gov:iam::123456789012:role/puller"}]}`}
+	if h, _ := Explain(gov, ""); !strings.Contains(h.Fix, "iam_role") {
+		t.Errorf("mapped GovCloud role: %+v", h)
+	}
+	// An ARN longer than any IAM role's is not repeated whole.
+	long := &ExchangeError{Instance: "g", Host: "a.example", Status: 401, Exchange: ExchangeAWS,
+		Body: "no user is mapped to IAM role arn:aws:iam::123456789012:role/" + strings.Repeat("a", 2000)}
+	if h, _ := Explain(long, ""); len(h.Fix) > 700 {
+		t.Errorf("a 2000-character role name made a fix of %d bytes", len(h.Fix))
+	}
 	if _, ok := Explain(errors.New("something else"), ""); ok {
 		t.Error("an error of no known kind got a hint")
 	}
@@ -131,7 +159,9 @@ func TestExplainCredentialsNamesTheSourceToFix(t *testing.T) {
 		{"EKS Pod Identity agent: failed to refresh cached credentials: not valid for this association", "Pod Identity association"},
 		{"IRSA (sts:AssumeRoleWithWebIdentity): operation error STS: AssumeRoleWithWebIdentity, AccessDenied", "trust policy"},
 		{"operation error STS: AssumeRole, https response error StatusCode: 403, AccessDenied", "external ID"},
-		{"open /nowhere: no such file", "which source aws.authType resolves to"},
+		{"IRSA (sts:AssumeRoleWithWebIdentity): open /var/run/secrets/eks.amazonaws.com/serviceaccount/token: no such file or directory", "projected token volume"},
+		{"authType webIdentity: AWS_ROLE_ARN is not set", "set aws.authType: auto"},
+		{"something nobody foresaw", "aws.authType and the pod's AWS environment"},
 	}
 	for _, tc := range tests {
 		if h := ExplainCredentials(errors.New(tc.err)); !strings.Contains(h.Fix, tc.fix) {

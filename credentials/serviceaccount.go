@@ -295,8 +295,7 @@ func (r *RoleCredentials) retrieve(ctx context.Context, id Identity) (aws.Creden
 		DurationSeconds:  aws.Int32(int32(stsCredentialLifetime / time.Second)),
 	})
 	if err != nil {
-		return aws.Credentials{}, fmt.Errorf("sts:AssumeRoleWithWebIdentity for role %s as ServiceAccount %s/%s: %w",
-			id.RoleARN, id.Namespace, id.ServiceAccount, err)
+		return aws.Credentials{}, &RoleError{ID: id, Err: err}
 	}
 	c := out.Credentials
 	if c == nil || c.AccessKeyId == nil || c.SecretAccessKey == nil || c.SessionToken == nil {
@@ -311,6 +310,21 @@ func (r *RoleCredentials) retrieve(ctx context.Context, id Identity) (aws.Creden
 	return aws.Credentials{AccessKeyID: *c.AccessKeyId, SecretAccessKey: *c.SecretAccessKey,
 		SessionToken: *c.SessionToken, Source: "AssumeRoleWithWebIdentity", CanExpire: true, Expires: expires}, nil
 }
+
+// RoleError is STS refusing (or failing) a ServiceAccount's
+// sts:AssumeRoleWithWebIdentity for the role it names: the proof of a
+// shared role's token. Explain gives its fix.
+type RoleError struct {
+	ID  Identity
+	Err error
+}
+
+func (e *RoleError) Error() string {
+	return fmt.Sprintf("sts:AssumeRoleWithWebIdentity for role %s as ServiceAccount %s/%s: %v",
+		e.ID.RoleARN, e.ID.Namespace, e.ID.ServiceAccount, e.Err)
+}
+
+func (e *RoleError) Unwrap() error { return e.Err }
 
 // sessionNameChars is what STS allows in a role session name besides
 // letters and digits.

@@ -203,10 +203,10 @@ func TestCheckExplainsEachFailureOfTheFaultMatrix(t *testing.T) {
 			}
 		}
 	})
-	t.Run("an unknown instance is named", func(t *testing.T) {
+	t.Run("an unknown instance is bad usage naming the instances", func(t *testing.T) {
 		r := runCheck(t, harness.PodIdentity, cfg, nil, "--instance=nope")
-		if line, below := stepLine(r.Stdout, "config"); r.ExitCode != 1 || !strings.HasPrefix(line, "✗") || !strings.Contains(below, "main, burst, faulty") {
-			t.Errorf("exit %d:\n%s", r.ExitCode, r.Stdout)
+		if r.ExitCode != 2 || r.Stdout != "" || !strings.Contains(r.Stderr, "name one of main, burst, faulty") {
+			t.Errorf("exit %d, stdout %q, stderr %q", r.ExitCode, r.Stdout, r.Stderr)
 		}
 	})
 	searchCheckOutputs(t)

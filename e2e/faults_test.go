@@ -210,7 +210,7 @@ func TestFaultMatrixFailsOpenExplainsAndRecoversWithoutRestart(t *testing.T) {
 				t.Errorf("failed_open admissions grew by %v, want 1", d)
 			}
 			eventually(t, 10*time.Second, "a TokenExchangeFailed Event naming the reason and the fix", func() bool {
-				return namespaceEventContains(t, ns, "TokenExchangeFailed", row.reason) && namespaceEventContains(t, ns, "TokenExchangeFailed", row.fix)
+				return namespaceEventContains(t, ns, "TokenExchangeFailed", row.reason, row.fix) // one Event with both
 			})
 
 			heal()
@@ -338,15 +338,23 @@ func assertReferencedSecretsUsable(t *testing.T, ns string, p *corev1.Pod, host 
 // namespaceEventContains reports whether an Event (events.k8s.io or core)
 // in ns or about the Namespace ns (Events of a cluster-scoped object live in
 // "default") has reason and a text containing substr.
-func namespaceEventContains(t *testing.T, ns, reason, substr string) bool {
+func namespaceEventContains(t *testing.T, ns, reason string, substrs ...string) bool {
 	t.Helper()
+	containsAll := func(s string) bool {
+		for _, sub := range substrs {
+			if !strings.Contains(s, sub) {
+				return false
+			}
+		}
+		return true
+	}
 	var list eventsv1.EventList
 	if err := stack.Cluster.Client.List(context.Background(), &list); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range list.Items {
 		about := e.Namespace == ns || (e.Regarding.Kind == "Namespace" && e.Regarding.Name == ns)
-		if about && e.Reason == reason && strings.Contains(e.Note, substr) {
+		if about && e.Reason == reason && containsAll(e.Note) {
 			return true
 		}
 	}
@@ -356,7 +364,7 @@ func namespaceEventContains(t *testing.T, ns, reason, substr string) bool {
 	}
 	for _, e := range core.Items {
 		about := e.Namespace == ns || (e.InvolvedObject.Kind == "Namespace" && e.InvolvedObject.Name == ns)
-		if about && e.Reason == reason && strings.Contains(e.Message, substr) {
+		if about && e.Reason == reason && containsAll(e.Message) {
 			return true
 		}
 	}

@@ -66,11 +66,14 @@ func TestNamespaceGetsItsSecretWhenItOptsInBeforeAnyPod(t *testing.T) {
 	if err := pull(ns, stack.Image, []string{secret}); err != nil {
 		t.Errorf("the provisioned Secret does not pull: %v", err)
 	}
-	eventually(t, 10*time.Second, "a PullSecretProvisioned Event", func() bool {
-		return namespaceEventContains(t, ns, pullsecret.ReasonProvisioned, "provisioned pull secret "+secret)
-	})
+	for _, n := range []string{before, ns} {
+		eventually(t, 10*time.Second, "a PullSecretProvisioned Event in "+n, func() bool {
+			return namespaceEventContains(t, n, pullsecret.ReasonProvisioned, "provisioned pull secret "+secret)
+		})
+	}
+	// (Other opted-in namespaces the suite left get theirs too: at least these two.)
 	if d := metric(t, "artifactory_pull_lifecycle_actions_total", map[string]string{"instance": run, "action": "provisioned"}) - provisioned; d < 2 {
-		t.Errorf("lifecycle_actions_total{action=provisioned} grew by %v, want 2 (two namespaces)", d)
+		t.Errorf("lifecycle_actions_total{action=provisioned} grew by %v, want at least 2", d)
 	}
 
 	exchanges := stack.Emu.Artifactory.ExchangesFor(stack.Emu.Username)

@@ -37,6 +37,9 @@ func Truncate(s string, n int) string {
 		return s
 	}
 	const ellipsis = "…"
+	if n < len(ellipsis) {
+		return ""
+	}
 	cut := n - len(ellipsis)
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
@@ -54,8 +57,20 @@ func WithFix(text string, err error, limit int) string {
 	if !ok {
 		return Truncate(text, limit)
 	}
-	fix := "; " + CleanText(h.ShortFix())
+	fix := Truncate("; "+CleanText(h.ShortFix()), limit/2) // never all of it
 	return Truncate(text, limit-len(fix)) + fix
+}
+
+// FixFirst is an admission warning: head, the short fix credentials.Explain
+// gives for err in parentheses, then err; cut at limit from the end. The
+// API server cuts every warning of a response to 256 characters once they
+// add up to more than 4 KiB (other webhooks' and Pod Security's count
+// too): the fix must come before the error body.
+func FixFirst(head string, err error, limit int) string {
+	if h, ok := credentials.Explain(err, ""); ok {
+		head += " (" + h.ShortFix() + ")"
+	}
+	return Truncate(CleanText(head+": "+err.Error()), limit)
 }
 
 // FittingNotes wraps an Event recorder so that every note is cleaned and

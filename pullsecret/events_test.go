@@ -60,4 +60,27 @@ func TestWithFixKeepsTheFixWithinTheLimit(t *testing.T) {
 	if got := WithFix("plain \x1b[31m and more", errors.New("no hint"), 12); got != "plain  [3…" {
 		t.Errorf("without a hint: %q", got)
 	}
+	// A fix as long as the limit (a role name Artifactory repeats at any
+	// length) is cut too, never the whole note, and nothing panics.
+	huge := &credentials.ExchangeError{Instance: "main", Host: "a.example", Status: 401, Exchange: credentials.ExchangeAWS,
+		Body: "no user is mapped to IAM role arn:aws:iam::123456789012:role/" + strings.Repeat("r", 600)}
+	for _, limit := range []int{MaxEventNote, 64, 2} {
+		if got := WithFix("pods admitted without the pull secret: "+huge.Error(), huge, limit); len(got) > limit || (limit > 64 && !strings.HasPrefix(got, "pods admitted")) {
+			t.Errorf("limit %d: %d bytes %q", limit, len(got), got)
+		}
+	}
+	if got := Truncate("abcdef", 2); got != "" {
+		t.Errorf("Truncate below the ellipsis = %q", got)
+	}
+}
+
+func TestFixFirstPutsTheFixBeforeTheError(t *testing.T) {
+	refused := &credentials.ExchangeError{Instance: "main", Host: "a.example", Status: 503, Body: strings.Repeat("y", 900)}
+	got := FixFirst("artifactory-pull-webhook: no pull secret for instance main", fmt.Errorf("wrapped: %w", refused), 300)
+	if !strings.HasPrefix(got, "artifactory-pull-webhook: no pull secret for instance main (to fix: check the health of Artifactory") || len(got) > 300 {
+		t.Errorf("FixFirst = %q (%d bytes)", got, len(got))
+	}
+	if got := FixFirst("head", errors.New("plain \x00 error"), 100); got != "head: plain   error" {
+		t.Errorf("without a hint: %q", got)
+	}
 }

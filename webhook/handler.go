@@ -249,8 +249,8 @@ func (h *Handler) pullSecrets(ctx context.Context, ns *metav1.PartialObjectMetad
 				warnPrefix, secretName, d.namespace, inst.Name))
 		case r.err != nil:
 			failed, d.err = true, errors.Join(d.err, r.err)
-			*warnings = append(*warnings, pullsecret.WithFix(fmt.Sprintf("%sno pull secret for instance %s%s: %v",
-				warnPrefix, inst.Name, pullsecret.AsWhom(r.id), r.err), r.err, maxWarning))
+			*warnings = append(*warnings, pullsecret.FixFirst(fmt.Sprintf("%sno pull secret for instance %s%s",
+				warnPrefix, inst.Name, pullsecret.AsWhom(r.id)), r.err, maxWarning))
 			h.recordFailure(ns, inst.Name+pullsecret.AsWhom(r.id), r.err)
 		default:
 			names = append(names, r.result.SecretName)

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -87,6 +88,9 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	usage := func(msg string) int {
@@ -105,6 +109,9 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	c := &checker{f: f}
 	c.run(ctx)
+	if c.usage != "" {
+		return usage(c.usage)
+	}
 	r := checkReport{OK: !slices.ContainsFunc(c.steps, func(s checkStep) bool { return s.Result == stepFailed }), Steps: c.steps}
 	if f.output == "json" {
 		enc := json.NewEncoder(stdout)
@@ -161,6 +168,8 @@ func writeCheckText(w io.Writer, r checkReport) {
 type checker struct {
 	f     checkFlags
 	steps []checkStep
+	// usage, when set, is a bad flag value found once the config is read.
+	usage string
 
 	cfg     *config.Config
 	awsOpts credentials.AWSOptions
@@ -201,8 +210,7 @@ func (c *checker) run(ctx context.Context) {
 			for i, in := range cfg.Instances {
 				names[i] = in.Name
 			}
-			c.fail("config", fmt.Errorf("%s: no instance %q", c.f.config, c.f.instance),
-				credentials.Hint{Fix: "name one of " + strings.Join(names, ", ")})
+			c.usage = fmt.Sprintf("--instance %q: %s has no such instance; name one of %s", c.f.instance, c.f.config, strings.Join(names, ", "))
 			return
 		}
 		instances = []config.Instance{in}
@@ -214,7 +222,9 @@ func (c *checker) run(ctx context.Context) {
 	c.pass("config", "%s: %s", c.f.config, strings.Join(names, "; "))
 
 	c.awsOpts = credentials.AWSOptions{AuthType: credentials.AuthType(cfg.AWS.AuthType), Region: cfg.AWS.Region, STSEndpoint: cfg.AWS.STSEndpoint}
-	if slices.ContainsFunc(instances, c.signsAsWebhook) {
+	// The webhook resolves its own AWS identity at start whenever an
+	// instance uses the AWS exchange (and fails to start without it).
+	if slices.ContainsFunc(instances, func(in config.Instance) bool { return !in.ExchangesOIDC() }) {
 		c.awsIdentity(ctx)
 		c.signing()
 	}
@@ -249,13 +259,14 @@ func (c *checker) awsIdentity(ctx context.Context) {
 		return
 	}
 	c.pass("aws credentials", "%s (%s)", src, src.Why)
+	c.aws = p // the exchanges sign with it whatever STS answers here: Artifactory, not the pod, calls STS
 	arn, account, err := credentials.CallerIdentity(ctx, c.awsOpts, p)
 	if err != nil {
-		c.fail("caller identity", err, credentials.Hint{Cause: "STS refused the credentials it gave",
-			Fix: "check that the webhook's role exists and that STS is reachable (aws.stsEndpoint for a VPC endpoint)"})
+		c.fail("caller identity", err, credentials.Hint{Cause: "sts:GetCallerIdentity from here failed: the credentials are refused, or STS is not reachable from this pod",
+			Fix: "if the exchanges below pass, STS is only unreachable from the pod (which the webhook does not need); else check that the role exists and its credentials are current (aws.stsEndpoint for a VPC endpoint)"})
 		return
 	}
-	c.aws, c.role = p, credentials.IAMRoleOf(arn)
+	c.role = credentials.IAMRoleOf(arn)
 	c.pass("caller identity", "%s (account %s, partition %s); Artifactory maps the role %s", arn, account,
 		credentials.PartitionOf(arn), c.role)
 }
@@ -269,21 +280,36 @@ func (c *checker) signing() {
 		endpoint = "; signed for " + a.SigningEndpoint + " (aws.signingEndpoint)"
 	}
 	partition := credentials.PartitionOf(c.role)
+	if c.aws == nil {
+		c.skip("signing", "no AWS identity to sign with (see aws credentials)")
+		return
+	}
+	if partition == "" {
+		endpoint += "; the role's partition is unknown (see caller identity), not checked"
+	}
 	if a.Region == "" {
 		if partition != "" && partition != "aws" {
+			example := map[string]string{"aws-us-gov": "us-gov-west-1", "aws-cn": "cn-north-1"}[partition]
 			c.fail("signing", fmt.Errorf("SigV4A for every region (X-Amz-Region-Set *) against sts.amazonaws.com, but the role is in partition %s", partition),
 				credentials.Hint{Cause: "only the aws partition's global STS endpoint verifies a signature for every region",
-					Fix: "set aws.region to the role's region (e.g. " + map[string]string{"aws-us-gov": "us-gov-west-1", "aws-cn": "cn-north-1"}[partition] + ")"})
+					Fix: "set aws.region to the role's region" + map[bool]string{true: " (e.g. " + example + ")", false: ""}[example != ""]})
 			return
 		}
 		c.pass("signing", "SigV4A for every region (X-Amz-Region-Set *) against sts.amazonaws.com%s", endpoint)
 		return
 	}
-	want := map[bool]string{true: "aws-cn", false: "aws"}[strings.HasPrefix(a.Region, "cn-")]
-	if strings.HasPrefix(a.Region, "us-gov-") {
+	// The partitions told by a region's name alone: China and GovCloud;
+	// others (ISO) are not judged.
+	want := ""
+	switch {
+	case strings.HasPrefix(a.Region, "cn-"):
+		want = "aws-cn"
+	case strings.HasPrefix(a.Region, "us-gov-"):
 		want = "aws-us-gov"
+	case partition == "aws-cn" || partition == "aws-us-gov":
+		want = "aws"
 	}
-	if partition != "" && partition != want {
+	if partition != "" && want != "" && partition != want {
 		c.fail("signing", fmt.Errorf("aws.region %s is in partition %s, the role in %s", a.Region, want, partition),
 			credentials.Hint{Cause: "Artifactory replays the signature to the STS of aws.region's partition, which does not know the role",
 				Fix: "set aws.region to a region of the role's partition " + partition})
@@ -339,7 +365,7 @@ func (c *checker) exchanged(step string, in config.Instance, cred credentials.Cr
 		return
 	}
 	granted, asked := cred.Lifetime().Round(time.Second), in.TokenTTL.Duration
-	detail := fmt.Sprintf("%s answered a token of user %s, valid %s (asked %s)", hostOf(in.URL), cred.Username, granted, asked)
+	detail := fmt.Sprintf("%s answered a token of user %s, valid %s (asked %s)", urlHost(in.URL), cred.Username, granted, asked)
 	if granted < asked {
 		detail += fmt.Sprintf("; Artifactory shortened it (its token.max-expiry): refresh at %.0f%% left comes every %s",
 			c.cfg.RefreshThreshold*100, (granted - time.Duration(float64(granted)*c.cfg.RefreshThreshold)).Round(time.Second))
@@ -357,11 +383,9 @@ func (c *checker) awsExchanger(in config.Instance, creds awssdk.CredentialsProvi
 		STSEndpoint: c.cfg.AWS.SigningEndpoint, TTL: in.TokenTTL.Duration, HTTPClient: hc, Credentials: creds})
 }
 
+// oidcExchanger is in's OIDC exchange with the subject tokens the webhook
+// would send.
 func (c *checker) oidcExchanger(in config.Instance) (*credentials.OIDCExchanger, error) {
-	hc, err := credentials.NewHTTPClient(in.CABundle, in.ExchangeTimeout.Duration)
-	if err != nil {
-		return nil, err
-	}
 	subject, err := subjectTokens(in, tokenSources{
 		serviceAccountTokens: func(audience string) credentials.ServiceAccountTokens {
 			return func(ctx context.Context, namespace, name string) (string, error) {
@@ -375,6 +399,15 @@ func (c *checker) oidcExchanger(in config.Instance) (*credentials.OIDCExchanger,
 		self:            types.NamespacedName{Namespace: c.f.selfNamespace, Name: c.f.selfName},
 		gcpMetadataHost: cmp.Or(os.Getenv("GCE_METADATA_HOST"), credentials.DefaultGCPMetadataHost),
 	})
+	if err != nil {
+		return nil, fmt.Errorf("%w (for check: --service-account-name and --webhook-namespace, which default to them)", err)
+	}
+	return c.oidcExchangerFor(in, subject)
+}
+
+// oidcExchangerFor is in's OIDC exchange sending subject's tokens.
+func (c *checker) oidcExchangerFor(in config.Instance, subject credentials.SubjectTokens) (*credentials.OIDCExchanger, error) {
+	hc, err := credentials.NewHTTPClient(in.CABundle, in.ExchangeTimeout.Duration)
 	if err != nil {
 		return nil, err
 	}
@@ -445,7 +478,10 @@ func (c *checker) serviceAccountSteps(ctx context.Context, instances []config.In
 		exchange := fmt.Sprintf("exchange %s as %s/%s", in.Name, ns, sa)
 		if in.ExchangesOIDC() {
 			c.pass(step, "the ServiceAccount's own token (audience %s) for the OIDC exchange, as %s", in.SubjectAudience(), id.Name())
-			ex, err := c.oidcExchanger(in)
+			tokens := serviceAccountTokens(cl, in.SubjectAudience())
+			ex, err := c.oidcExchangerFor(in, func(ctx context.Context, id credentials.Identity) (string, error) {
+				return tokens(ctx, id.Namespace, id.ServiceAccount)
+			})
 			if err != nil {
 				c.fail(exchange, err, credentials.Hint{Fix: "correct the instance's oidc settings"})
 				continue
@@ -501,12 +537,11 @@ func (c *checker) client() (client.Client, error) {
 	return c.cluster, c.clusterErr
 }
 
-// hostOf is the host of a URL, for a step's line.
-func hostOf(raw string) string {
-	_, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return raw
+// urlHost is the host of a URL, for a step's line: never its userinfo.
+func urlHost(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "the instance's url"
 	}
-	host, _, _ := strings.Cut(rest, "/")
-	return host
+	return u.Host
 }

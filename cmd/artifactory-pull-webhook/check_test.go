@@ -28,6 +28,7 @@ func TestCheckUsageAndConfigFailures(t *testing.T) {
 		{args: []string{"--config=" + filepath.Join(dir, "missing.yaml")}, code: 1,
 			stdout: []string{"✗ config", "missing.yaml", "fix:   correct the field the error names", "1 of 1 steps failed"}},
 		{args: []string{"--config=" + bad}, code: 1, stdout: []string{"✗ config", "instances[0].url", "1 of 1 steps failed"}},
+		{args: []string{"-h"}, code: 0, stderr: "Usage: artifactory-pull-webhook check", emptyStdout: true},
 	}
 	for _, tc := range tests {
 		var stdout, stderr bytes.Buffer

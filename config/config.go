@@ -179,6 +179,14 @@ type Instance struct {
 	CABundle string `json:"caBundle,omitempty"`
 	// SecretName is the name of the pull Secret written per namespace.
 	SecretName string `json:"secretName"`
+	// TokenSecretName, when set, is the name of a generic token Secret
+	// (type Opaque; keys username, token, url, registry, registries) the
+	// refresher writes in every opted-in namespace beside the pull Secret,
+	// for tools that call Artifactory themselves (Helm and Flux OCI pulls,
+	// pip, npm, Maven). It carries the same token, is refreshed and cleaned
+	// up like the pull Secret, and is never patched onto pods. Identity
+	// webhook only.
+	TokenSecretName string `json:"tokenSecretName,omitempty"`
 	// ExchangeTimeout bounds one HTTP exchange with the instance.
 	ExchangeTimeout Duration `json:"exchangeTimeout"`
 	// Identity is webhook (default) or serviceAccount (see Identity).
@@ -503,6 +511,17 @@ func (c *Config) Validate() error {
 			bad(f+".secretName", "%q is already used by instance %q; give each instance its own secretName", in.SecretName, other)
 		}
 		secrets[in.SecretName] = in.Name
+		if in.TokenSecretName != "" {
+			switch other, dup := secrets[in.TokenSecretName]; {
+			case len(validation.IsDNS1123Subdomain(in.TokenSecretName)) > 0:
+				bad(f+".tokenSecretName", "%q is not a valid Secret name", in.TokenSecretName)
+			case dup:
+				bad(f+".tokenSecretName", "%q is already used by instance %q; give each Secret its own name", in.TokenSecretName, other)
+			case in.Identity == IdentityServiceAccount:
+				bad(f+".tokenSecretName", "applies only to identity %s: a ServiceAccount's token is for its own pods", IdentityWebhook)
+			}
+			secrets[in.TokenSecretName] = in.Name
+		}
 		switch in.Identity {
 		case IdentityWebhook:
 			if in.Fallback != "" {
@@ -575,7 +594,7 @@ func (c *Config) Validate() error {
 		if len(validation.IsDNS1123Subdomain(name)) > 0 {
 			bad(f, "%q is not a valid Secret name", name)
 		} else if other, used := secrets[name]; used {
-			bad(f, "%q is the secretName of instance %q: a retired name must not be in use", name, other)
+			bad(f, "%q is a Secret name of instance %q: a retired name must not be in use", name, other)
 		} else if slices.Contains(c.RetiredSecretNames[:i], name) {
 			bad(f, "%q is listed twice", name)
 		}

@@ -98,6 +98,10 @@ func TestParseRejectsInvalidConfigNamingTheField(t *testing.T) {
 		{"duplicate host", minimal + "- name: b\n  url: https://b.example.com\n  registryHosts: [example.jfrog.io]\n  secretName: b\n", "instances[1].registryHosts[0]"},
 		{"missing ca", minimal + "  caBundle: /nonexistent/ca.pem\n", "instances[0].caBundle"},
 		{"retired name in use", minimal + "retiredSecretNames: [artifactory-pull]\n", "retiredSecretNames[0]"},
+		{"token Secret named as the pull Secret", minimal + "  tokenSecretName: artifactory-pull\n", "instances[0].tokenSecretName"},
+		{"token Secret name invalid", minimal + "  tokenSecretName: Token_Secret\n", "instances[0].tokenSecretName"},
+		{"token Secret of a ServiceAccount identity", minimal + "  identity: serviceAccount\n  tokenSecretName: artifactory-token\n", "instances[0].tokenSecretName"},
+		{"retired token Secret name in use", minimal + "  tokenSecretName: artifactory-token\nretiredSecretNames: [artifactory-token]\n", "retiredSecretNames[0]"},
 		{"retired name invalid", minimal + "retiredSecretNames: [Not_A_Name]\n", "retiredSecretNames[0]"},
 		{"retired name twice", minimal + "retiredSecretNames: [old, old]\n", "retiredSecretNames[1]"},
 	}

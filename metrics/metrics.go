@@ -54,6 +54,10 @@ const (
 	LifecycleRestored    = "restored"    // a deleted or hand-edited Secret was rewritten
 	LifecycleDeleted     = "deleted"     // a Secret of an opted-out namespace was deleted
 	LifecycleFailed      = "failed"      // a Secret could not be kept up to date
+	// LifecycleTokenPrefix prefixes the actions on generic token Secrets
+	// (token_provisioned, token_refreshed, token_restored, token_deleted,
+	// token_failed).
+	LifecycleTokenPrefix = "token_"
 )
 
 // New creates the collectors and registers them on reg.

@@ -123,12 +123,19 @@ func TestCarriesIsExactlyWhatSyncWouldWrite(t *testing.T) {
 		}
 	}
 	// The memoized digest follows the hosts and the credential.
-	d1, _ := h.store.digestFor(instance(), cred)
+	pullOf := func(in config.Instance) target { return newTarget(in, credentials.Identity{}) }
+	d1, _ := h.store.digestFor(pullOf(instance()), cred)
 	other := instance()
 	other.RegistryHosts = []string{"other.example"}
-	d2, _ := h.store.digestFor(other, cred)
-	d3, _ := h.store.digestFor(instance(), credAt(t0, "another-token"))
-	d4, _ := h.store.digestFor(instance(), cred)
+	d2, _ := h.store.digestFor(pullOf(other), cred)
+	d3, _ := h.store.digestFor(pullOf(instance()), credAt(t0, "another-token"))
+	d4, _ := h.store.digestFor(pullOf(instance()), cred)
+	withToken := instance()
+	withToken.TokenSecretName = "artifactory-token"
+	d5, _ := h.store.digestFor(newTokenTarget(withToken), cred)
+	if d6, _ := h.store.digestFor(pullOf(instance()), cred); d5 == d1 || d6 != d1 {
+		t.Errorf("the token Secret's digest %q and the pull Secret's %q share a memo (again %q)", d5, d1, d6)
+	}
 	if d1 == d2 || d1 == d3 || d1 != d4 {
 		t.Errorf("digests %s %s %s %s: want new hosts and a new token to change it, and the same input to keep it", d1, d2, d3, d4)
 	}
@@ -233,8 +240,8 @@ func TestDigestMemoFollowsTheUsername(t *testing.T) {
 	cred := credAt(t0, rawToken)
 	other := cred
 	other.Username = "another-user"
-	d1, _ := h.store.digestFor(instance(), cred)
-	d2, _ := h.store.digestFor(instance(), other)
+	d1, _ := h.store.digestFor(newTarget(instance(), credentials.Identity{}), cred)
+	d2, _ := h.store.digestFor(newTarget(instance(), credentials.Identity{}), other)
 	if d1 == d2 {
 		t.Error("the digest memo ignored a new username")
 	}

@@ -245,11 +245,16 @@ func (r *Refresher) secretEvents() handler.EventHandler {
 // Secret of every instance with identity webhook.
 func (r *Refresher) secretsOf(ctx context.Context, ns client.Object) []reconcile.Request {
 	seen := map[types.NamespacedName]bool{}
-	if r.provision && ns.GetLabels()[r.nsKey] == r.nsValue && ns.GetDeletionTimestamp() == nil {
-		for name, in := range r.targets.byName {
-			if !in.PerServiceAccount() {
-				seen[types.NamespacedName{Namespace: ns.GetName(), Name: name}] = true
+	if ns.GetLabels()[r.nsKey] == r.nsValue && ns.GetDeletionTimestamp() == nil {
+		if r.provision {
+			for name, in := range r.targets.byName {
+				if !in.PerServiceAccount() {
+					seen[types.NamespacedName{Namespace: ns.GetName(), Name: name}] = true
+				}
 			}
+		}
+		for name := range r.targets.tokens { // written by the refresher only: always
+			seen[types.NamespacedName{Namespace: ns.GetName(), Name: name}] = true
 		}
 	}
 	var list corev1.SecretList
@@ -338,7 +343,8 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if !present && !r.remembered(req.NamespacedName) {
 		// Written here only when provisioning an opted-in namespace;
 		// otherwise admission creates it when a pod needs it.
-		if !r.provision || !optedIn || !t.id.IsWebhook() || t.inst.PerServiceAccount() || req.Name != t.inst.SecretName {
+		pull := r.provision && t.id.IsWebhook() && !t.inst.PerServiceAccount() && req.Name == t.inst.SecretName
+		if !optedIn || !(pull || t.token) {
 			return reconcile.Result{}, nil
 		}
 		provisioning = true
@@ -377,7 +383,7 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		}
 	}
 	if err != nil {
-		return r.failed(ns, t, req.NamespacedName, err)
+		return r.failed(ns, t, req.NamespacedName, err, provisioning)
 	}
 	r.forgetRefusals(req.NamespacedName)
 	r.report(ns, t, res, provisioning)
@@ -404,8 +410,8 @@ func (r *Refresher) targetAt(ctx context.Context, key types.NamespacedName) (tar
 	if ok {
 		return t, true, nil
 	}
-	if in, ok := r.targets.byName[key.Name]; ok {
-		return newTarget(in, credentials.Identity{}), true, nil
+	if t, ok := r.targets.named(key.Name); ok {
+		return t, true, nil
 	}
 	return target{}, false, nil
 }
@@ -477,23 +483,30 @@ func (r *Refresher) optedOut(ctx context.Context, ns *metav1.PartialObjectMetada
 	_, deleted, err := r.store.deleteOwned(ctx, key)
 	if err != nil {
 		err = fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
-		r.metrics.LifecycleAction(inst.Name, metrics.LifecycleFailed)
+		r.metrics.LifecycleAction(inst.Name, t.action(metrics.LifecycleFailed))
 		return reconcile.Result{}, err // a conflict is retried by the controller's rate limiter
 	}
 	if deleted {
-		r.metrics.LifecycleAction(inst.Name, metrics.LifecycleDeleted)
-		r.log.Info("deleted pull secret of opted-out namespace", "namespace", ns.Name, "instance", inst.Name,
+		r.metrics.LifecycleAction(inst.Name, t.action(metrics.LifecycleDeleted))
+		r.log.Info("deleted "+t.what()+" of opted-out namespace", "namespace", ns.Name, "instance", inst.Name,
 			"secret", key.Name, "action", metrics.LifecycleDeleted)
 		r.event(ns, corev1.EventTypeNormal, ReasonDeleted, eventActionDelete,
-			"namespace no longer has label %s=%s: deleted pull secret %s of instance %s", r.nsKey, r.nsValue, key.Name, inst.Name)
+			"namespace no longer has label %s=%s: deleted %s %s of instance %s", r.nsKey, r.nsValue, t.what(), key.Name, inst.Name)
 	}
 	return reconcile.Result{}, nil
 }
 
 // failed records a Sync failure and schedules the retry the token source's
 // or the Secret's write backoff allows. A Secret name held by a Secret we
-// do not manage is left alone until it changes.
-func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, t target, key types.NamespacedName, err error) (reconcile.Result, error) {
+// do not manage is left alone until it changes. provisioning (the Secret
+// never existed) records no Event: while Artifactory is down every
+// opted-in namespace would get one per retry, for a Secret no pod uses yet;
+// the log and the metric say it, and a pod's admission warns.
+func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, t target, key types.NamespacedName, err error, provisioning bool) (reconcile.Result, error) {
+	event := r.event
+	if provisioning {
+		event = func(*metav1.PartialObjectMetadata, string, string, string, string, ...any) {}
+	}
 	inst := t.inst
 	who := t.logValues(key)
 	if errors.Is(err, ErrForeignSecret) {
@@ -514,22 +527,22 @@ func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, t target, key types
 				"retryAt", formatTime(werr.RetryAt))...)
 			return reconcile.Result{RequeueAfter: after}, nil
 		}
-		r.metrics.LifecycleAction(inst.Name, metrics.LifecycleFailed)
+		r.metrics.LifecycleAction(inst.Name, t.action(metrics.LifecycleFailed))
 		r.log.Info("could not write pull secret", append(append([]any{"namespace", ns.Name}, who...),
 			"action", metrics.LifecycleFailed, "retryAt", formatTime(werr.RetryAt), "error", err.Error())...)
-		r.event(ns, corev1.EventTypeWarning, ReasonWriteFailed, eventActionRefresh,
-			"could not write pull secret %s of instance %s (%d failed writes in a row; next attempt after %s): %v",
-			key.Name, inst.Name, werr.Failures, formatTime(werr.RetryAt), werr.Err)
+		event(ns, corev1.EventTypeWarning, ReasonWriteFailed, eventActionRefresh,
+			"could not write %s %s of instance %s (%d failed writes in a row; next attempt after %s): %v",
+			t.what(), key.Name, inst.Name, werr.Failures, formatTime(werr.RetryAt), werr.Err)
 		return reconcile.Result{RequeueAfter: after}, nil
 	}
-	r.metrics.LifecycleAction(inst.Name, metrics.LifecycleFailed)
+	r.metrics.LifecycleAction(inst.Name, t.action(metrics.LifecycleFailed))
 	if !errors.Is(err, ErrNoToken) {
 		return reconcile.Result{}, err // an API error: the controller's rate limiter retries
 	}
 	r.log.Info("could not refresh pull secret", append(append([]any{"namespace", ns.Name}, who...),
 		"action", metrics.LifecycleFailed, "error", err.Error())...)
-	r.event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh, "%s",
-		WithFix(fmt.Sprintf("could not refresh pull secret %s of instance %s%s: %v", key.Name, inst.Name, t.asWhom(), err), err, MaxEventNote))
+	event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh, "%s",
+		WithFix(fmt.Sprintf("could not refresh %s %s of instance %s%s: %v", t.what(), key.Name, inst.Name, t.asWhom(), err), err, MaxEventNote))
 	after := r.retryAfter(t)
 	if !t.id.IsWebhook() {
 		// The failure may be this ServiceAccount's proof (its token, or STS
@@ -563,23 +576,23 @@ func (r *Refresher) report(ns *metav1.PartialObjectMetadata, t target, res SyncR
 		if err := r.retry.LastError(r.key(t)); err != nil && !r.now().Before(res.RefreshAt) {
 			// Due for refresh, the mint failed, the Secret still works.
 			r.event(ns, corev1.EventTypeWarning, ReasonTokenExchangeFailed, eventActionRefresh, "%s",
-				WithFix(fmt.Sprintf("could not refresh pull secret %s of instance %s%s, which stays valid until %s: %v",
-					t.name, inst.Name, t.asWhom(), formatTime(res.ExpiresAt), err), err, MaxEventNote))
+				WithFix(fmt.Sprintf("could not refresh %s %s of instance %s%s, which stays valid until %s: %v",
+					t.what(), t.name, inst.Name, t.asWhom(), formatTime(res.ExpiresAt), err), err, MaxEventNote))
 		}
 		return
 	}
 	reason, action := ReasonRefreshed, metrics.LifecycleRefreshed
 	switch {
-	case provisioning && res.Action == ActionCreated:
+	case provisioning: // written because its namespace opts in (an update if admission created it meanwhile)
 		reason, action = ReasonProvisioned, metrics.LifecycleProvisioned
 	case res.Restored:
 		reason, action = ReasonRestored, metrics.LifecycleRestored
 	}
-	r.metrics.LifecycleAction(inst.Name, action)
-	r.log.Info("wrote pull secret", append(append([]any{"namespace", ns.Name}, t.logValues(types.NamespacedName{Name: t.name})...),
+	r.metrics.LifecycleAction(inst.Name, t.action(action))
+	r.log.Info("wrote "+t.what(), append(append([]any{"namespace", ns.Name}, t.logValues(types.NamespacedName{Name: t.name})...),
 		"action", action, "expiresAt", formatTime(res.ExpiresAt))...)
 	r.event(ns, corev1.EventTypeNormal, reason, eventActionRefresh,
-		"%s pull secret %s of instance %s%s; its token is valid until %s", action, t.name, inst.Name, t.asWhom(), formatTime(res.ExpiresAt))
+		"%s %s %s of instance %s%s; its token is valid until %s", action, t.what(), t.name, inst.Name, t.asWhom(), formatTime(res.ExpiresAt))
 }
 
 // nextLook is when to reconcile a synced Secret again: just after its token's

@@ -189,6 +189,26 @@ func TestRefresherProvisionsAnOptedInNamespace(t *testing.T) {
 	}
 }
 
+// TestRefresherProvisioningFailureRecordsNoEvent: while no token can be
+// had, provisioning retries quietly (log, metric): a Secret that never
+// existed is nobody's problem until a pod's admission says so.
+func TestRefresherProvisioningFailureRecordsNoEvent(t *testing.T) {
+	h := newRefresherHarness(t, true, namespaceWith(optedInLabels))
+	h.tokens.err = errors.New("HTTP 503 Artifactory is down")
+	h.retry.next = t0.Add(time.Minute)
+
+	res := h.reconcile(t)
+	if h.calls["create"] != 0 {
+		t.Fatalf("calls = %v without a token", h.calls)
+	}
+	if e := h.event(); e != "" {
+		t.Errorf("event %q for a Secret that never existed", e)
+	}
+	if res.RequeueAfter <= 0 {
+		t.Errorf("provisioning is not retried (%+v)", res)
+	}
+}
+
 func TestRefresherRecreatesOnlySecretsItHasSeen(t *testing.T) {
 	h := refresherOn(t, newHarness(t, interceptor.Funcs{}, namespaceWith(optedInLabels)), true,
 		func(c *config.Config) { c.ProvisionOnOptIn = new(bool) })
@@ -385,4 +405,77 @@ func TestRefresherDeletesManagedSecretsOfRetiredNames(t *testing.T) {
 func (r *Refresher) rememberDeleted(key types.NamespacedName) {
 	t := newTarget(r.targets.byName[key.Name], credentials.Identity{})
 	r.remember(key, &t)
+}
+
+// TestRefresherKeepsTheGenericTokenSecret: an instance with
+// tokenSecretName gets an Opaque Secret with username, token, url and
+// registry keys in every opted-in namespace (provisionOnOptIn or not),
+// rewritten only when the token changes and deleted at opt-out.
+func TestRefresherKeepsTheGenericTokenSecret(t *testing.T) {
+	withToken := func(c *config.Config) {
+		c.Instances[0].TokenSecretName = "artifactory-token"
+		c.ProvisionOnOptIn = new(bool)
+	}
+	h := refresherOn(t, newHarness(t, interceptor.Funcs{}, namespaceWith(optedInLabels)), true, withToken)
+	h.tokens.cred = credAt(t0, rawToken)
+	tokenKey := types.NamespacedName{Namespace: ns, Name: "artifactory-token"}
+
+	reqs := h.r.secretsOf(context.Background(), namespaceWith(optedInLabels))
+	if len(reqs) != 1 || reqs[0].NamespacedName != tokenKey {
+		t.Fatalf("an opted-in namespace maps to %v, want only the token Secret %s (provisioning is off)", reqs, tokenKey)
+	}
+	reconcileKey := func() {
+		t.Helper()
+		if _, err := h.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: tokenKey}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() *corev1.Secret {
+		t.Helper()
+		var s corev1.Secret
+		if err := h.api.Get(context.Background(), tokenKey, &s); err != nil {
+			t.Fatalf("reading the token Secret: %v", err)
+		}
+		return &s
+	}
+	reconcileKey()
+	sec := read()
+	want := map[string]string{TokenSecretUsername: user, TokenSecretToken: rawToken, TokenSecretURL: instance().URL,
+		TokenSecretRegistry: "acme.jfrog.io", TokenSecretRegistries: "acme.jfrog.io,*.acme.jfrog.io,docker.acme.example:5000"}
+	if sec.Type != corev1.SecretTypeOpaque || len(sec.Data) != len(want) {
+		t.Fatalf("token Secret type %s with %d keys, want Opaque with %v", sec.Type, len(sec.Data), want)
+	}
+	for k, v := range want {
+		if string(sec.Data[k]) != v {
+			t.Errorf("key %s = %q, want %q", k, sec.Data[k], v)
+		}
+	}
+	if sec.Labels[ManagedByLabel] != ManagedByValue || sec.Annotations[AnnotationInstance] != instance().Name {
+		t.Errorf("token Secret not labelled and annotated as managed: %v %v", sec.Labels, sec.Annotations)
+	}
+	if e := h.event(); !strings.Contains(e, "provisioned token secret artifactory-token") {
+		t.Errorf("event = %q", e)
+	}
+	if err := h.api.Get(context.Background(), secretKey, &corev1.Secret{}); err == nil {
+		t.Error("the pull Secret was written although provisionOnOptIn is off")
+	}
+
+	writes := h.calls["create"] + h.calls["update"]
+	reconcileKey()
+	if got := h.calls["create"] + h.calls["update"]; got != writes {
+		t.Errorf("an unchanged token rewrote the token Secret (%d writes)", got-writes)
+	}
+	h.tokens.cred = credAt(t0.Add(time.Minute), "rotated-token-0123456789")
+	reconcileKey()
+	if got := string(read().Data[TokenSecretToken]); got != "rotated-token-0123456789" {
+		t.Errorf("after rotation the token Secret holds %q", got)
+	}
+
+	if err := h.api.Update(context.Background(), namespaceWith(nil)); err != nil {
+		t.Fatal(err)
+	}
+	reconcileKey()
+	if err := h.api.Get(context.Background(), tokenKey, &corev1.Secret{}); err == nil {
+		t.Error("the token Secret survived the opt-out")
+	}
 }

@@ -177,17 +177,33 @@ func ServiceAccountAnnotations(optIn string) []string {
 type targets struct {
 	byName map[string]config.Instance // secretName → instance
 	perSA  map[string]config.Instance // instance name → instance, identity serviceAccount
+	tokens map[string]config.Instance // tokenSecretName → instance
 }
 
 func newTargets(instances []config.Instance) targets {
-	t := targets{byName: map[string]config.Instance{}, perSA: map[string]config.Instance{}}
+	t := targets{byName: map[string]config.Instance{}, perSA: map[string]config.Instance{}, tokens: map[string]config.Instance{}}
 	for _, in := range instances {
 		t.byName[in.SecretName] = in
 		if in.PerServiceAccount() {
 			t.perSA[in.Name] = in
 		}
+		if in.TokenSecretName != "" {
+			t.tokens[in.TokenSecretName] = in
+		}
 	}
 	return t
+}
+
+// named is the target of the Secret name of an instance (its secretName or
+// tokenSecretName), if it is one.
+func (ts targets) named(name string) (target, bool) {
+	if in, ok := ts.byName[name]; ok {
+		return newTarget(in, credentials.Identity{}), true
+	}
+	if in, ok := ts.tokens[name]; ok {
+		return newTokenTarget(in), true
+	}
+	return target{}, false
 }
 
 // of returns the target of a managed Secret, and whether it is one of an
@@ -196,8 +212,8 @@ func newTargets(instances []config.Instance) targets {
 // SecretName gives them, so a Secret never stands for another's target.
 // Its identity carries the role its identity annotation names.
 func (ts targets) of(sec metav1.Object) (target, bool) {
-	if in, ok := ts.byName[sec.GetName()]; ok {
-		return newTarget(in, credentials.Identity{}), true
+	if t, ok := ts.named(sec.GetName()); ok {
+		return t, true
 	}
 	a := sec.GetAnnotations()
 	in, ok := ts.perSA[a[AnnotationInstance]]

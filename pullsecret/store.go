@@ -282,10 +282,70 @@ type target struct {
 	inst config.Instance
 	id   credentials.Identity
 	name string
+	// token marks the instance's generic token Secret (tokenSecretName):
+	// type Opaque, written only by the refresher, never on pods.
+	token bool
 }
 
 func newTarget(inst config.Instance, id credentials.Identity) target {
 	return target{inst: inst, id: id, name: SecretName(inst, id)}
+}
+
+// newTokenTarget is the target of inst's generic token Secret.
+func newTokenTarget(inst config.Instance) target {
+	return target{inst: inst, name: inst.TokenSecretName, token: true}
+}
+
+// secretType is the type of t's Secret.
+func (t target) secretType() corev1.SecretType {
+	if t.token {
+		return corev1.SecretTypeOpaque
+	}
+	return corev1.SecretTypeDockerConfigJson
+}
+
+// what names t's kind of Secret in logs and Events.
+func (t target) what() string {
+	if t.token {
+		return "token secret"
+	}
+	return "pull secret"
+}
+
+// action is the lifecycle metric's action for t's Secret: a generic token
+// Secret's are told apart (token_provisioned, token_refreshed, ...).
+func (t target) action(a string) string {
+	if t.token {
+		return metrics.LifecycleTokenPrefix + a
+	}
+	return a
+}
+
+// Keys of a generic token Secret.
+const (
+	TokenSecretUsername   = "username"
+	TokenSecretToken      = "token"
+	TokenSecretURL        = "url"
+	TokenSecretRegistry   = "registry"   // the instance's first registry host
+	TokenSecretRegistries = "registries" // all of them, comma-separated
+)
+
+// secretData is the data of t's Secret carrying cred.
+func secretData(t target, cred credentials.Credential) (map[string][]byte, error) {
+	if t.token {
+		return map[string][]byte{
+			TokenSecretUsername:   []byte(cred.Username),
+			TokenSecretToken:      []byte(cred.Token.Reveal()),
+			TokenSecretURL:        []byte(t.inst.URL),
+			TokenSecretRegistry:   []byte(t.inst.RegistryHosts[0]),
+			TokenSecretRegistries: []byte(hostsValue(t.inst.RegistryHosts)),
+		}, nil
+	}
+	data, err := DockerConfigJSON(t.inst.RegistryHosts, cred.Username, cred.Token)
+	if err != nil {
+		return nil, err
+	}
+	return map[string][]byte{corev1.DockerConfigJsonKey: data}, nil
 }
 
 // key is the token cache key of t's tokens.
@@ -581,7 +641,7 @@ func (s *Store) replace(ctx context.Context, w writer, cur, desired *corev1.Secr
 
 // build returns t's Secret carrying cred for every host of t's instance.
 func (s *Store) build(namespace string, t target, cred credentials.Credential) (*corev1.Secret, error) {
-	data, err := DockerConfigJSON(t.inst.RegistryHosts, cred.Username, cred.Token)
+	data, err := secretData(t, cred)
 	if err != nil {
 		return nil, err
 	}
@@ -606,8 +666,8 @@ func (s *Store) build(namespace string, t target, cred credentials.Credential) (
 			Labels:      labels,
 			Annotations: a,
 		},
-		Type: corev1.SecretTypeDockerConfigJson,
-		Data: map[string][]byte{corev1.DockerConfigJsonKey: data},
+		Type: t.secretType(),
+		Data: data,
 	}, nil
 }
 
@@ -623,7 +683,7 @@ func describes(a map[string]string, t target) bool {
 // other Secret.
 func (s *Store) lifetime(sec *corev1.Secret, t target) (issued, expires time.Time, ok bool) {
 	a := sec.Annotations
-	if !s.owns(sec) || sec.Type != corev1.SecretTypeDockerConfigJson || dataDigest(sec) == "" || !describes(a, t) {
+	if !s.owns(sec) || sec.Type != t.secretType() || dataDigest(sec) == "" || !describes(a, t) {
 		return time.Time{}, time.Time{}, false
 	}
 	issued, expires, err := parseLifetime(a)

@@ -143,34 +143,39 @@ func (s *Store) deleteOwned(ctx context.Context, key types.NamespacedName) (stri
 // data digest is computed once per credential, not once per namespace.
 func (s *Store) carries(cur *corev1.Secret, t target, cred credentials.Credential) bool {
 	a := cur.Annotations
-	if cur.Type != corev1.SecretTypeDockerConfigJson || !s.owns(cur) || !describes(a, t) ||
+	if cur.Type != t.secretType() || !s.owns(cur) || !describes(a, t) ||
 		(!t.id.IsWebhook() && cur.Labels[LabelPerServiceAccount] != "true") ||
 		a[AnnotationFingerprint] != s.prints[t.inst.Name] ||
 		a[AnnotationIssuedAt] != formatTime(cred.IssuedAt) || a[AnnotationExpiresAt] != formatTime(cred.Expiry) {
 		return false
 	}
-	want, err := s.digestFor(t.inst, cred)
+	want, err := s.digestFor(t, cred)
 	return err == nil && dataDigest(cur) == want
 }
 
-// digestFor is the data digest of the Secret for inst and cred, memoized
-// per instance for its current credential and hosts.
-func (s *Store) digestFor(inst config.Instance, cred credentials.Credential) (string, error) {
+// digestFor is the data digest of t's Secret for cred, memoized per
+// instance and kind of Secret for its current credential and hosts.
+func (s *Store) digestFor(t target, cred credentials.Credential) (string, error) {
+	inst := t.inst
+	memo := inst.Name
+	if t.token {
+		memo += "\x00token"
+	}
 	hosts := hostsValue(inst.RegistryHosts)
 	s.mu.Lock()
-	d, ok := s.digests[inst.Name]
+	d, ok := s.digests[memo]
 	s.mu.Unlock()
 	if ok && d.hosts == hosts && d.cred.Username == cred.Username && d.cred.Token.Reveal() == cred.Token.Reveal() &&
 		d.cred.IssuedAt.Equal(cred.IssuedAt) && d.cred.Expiry.Equal(cred.Expiry) {
 		return d.digest, nil
 	}
-	data, err := DockerConfigJSON(inst.RegistryHosts, cred.Username, cred.Token)
+	data, err := secretData(t, cred)
 	if err != nil {
 		return "", err
 	}
-	d = contentDigest{cred: cred, hosts: hosts, digest: DataDigest(map[string][]byte{corev1.DockerConfigJsonKey: data})}
+	d = contentDigest{cred: cred, hosts: hosts, digest: DataDigest(data)}
 	s.mu.Lock()
-	s.digests[inst.Name] = d
+	s.digests[memo] = d
 	s.mu.Unlock()
 	return d.digest, nil
 }

@@ -84,13 +84,16 @@ func newSecretCaches(mgr manager.Manager, restCfg *rest.Config, cfg *config.Conf
 	return s, nil
 }
 
-// secretNames are the distinct Secret names of cfg's instances, then its
-// retired Secret names (watched so that the refresher deletes them).
+// secretNames are the distinct Secret names of cfg's instances (pull and
+// generic token Secrets), then its retired Secret names (watched so that
+// the refresher deletes them).
 func secretNames(cfg *config.Config) []string {
 	var names []string
 	for _, in := range cfg.Instances {
-		if !slices.Contains(names, in.SecretName) {
-			names = append(names, in.SecretName)
+		for _, n := range []string{in.SecretName, in.TokenSecretName} {
+			if n != "" && !slices.Contains(names, n) {
+				names = append(names, n)
+			}
 		}
 	}
 	for _, n := range cfg.RetiredSecretNames {

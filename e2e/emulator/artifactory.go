@@ -307,9 +307,46 @@ func (a *Artifactory) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		a.oidcExchange(w, r)
 	case "/v2/token":
 		a.registryToken(w, r)
+	case RepositoriesPath:
+		a.repositories(w, r)
 	default:
 		writeArtifactoryError(w, http.StatusNotFound, "Not Found")
 	}
+}
+
+// RepositoriesPath is Artifactory's GET Repositories API: the repositories the caller may read. The
+// emulator serves it to callers that present an access token as a bearer token (Authorization:
+// Bearer <access_token>), as tools given a generic token Secret do; anonymous access is off.
+const RepositoriesPath = "/artifactory/api/repositories"
+
+// repositories answers GET Repositories for a bearer access token that the emulator issued and that
+// has not expired: the repository patterns its user may read, [] when it may read any. Anything
+// else is 401, as Artifactory answers without anonymous access.
+func (a *Artifactory) repositories(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		writeArtifactoryError(w, http.StatusMethodNotAllowed, "Method Not Allowed")
+		return
+	}
+	bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	a.mu.Lock()
+	t, found := a.tokens[bearer]
+	valid := ok && bearer != "" && found && a.opts.Now().Before(t.expires)
+	patterns := a.repoPerms[t.username]
+	a.mu.Unlock()
+	if !valid {
+		writeArtifactoryError(w, http.StatusUnauthorized, "Bad credentials")
+		return
+	}
+	type repo struct {
+		Key  string `json:"key"`
+		Type string `json:"type"`
+	}
+	out := make([]repo, 0, len(patterns))
+	for _, p := range patterns {
+		out = append(out, repo{Key: p, Type: "LOCAL"})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
 }
 
 func writeArtifactoryError(w http.ResponseWriter, status int, message string) {

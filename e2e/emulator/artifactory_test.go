@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -224,5 +225,51 @@ func TestArtifactoryExchangeChecksCredentialScope(t *testing.T) {
 				t.Fatalf("got %d %s, want 401 naming %q", status, body, want)
 			}
 		})
+	}
+}
+
+// TestArtifactoryRepositoriesTakeABearerAccessToken: GET Repositories
+// answers an issued, unexpired access token presented as a bearer token
+// with its user's repositories, and 401 otherwise (anonymous access off).
+func TestArtifactoryRepositoriesTakeABearerAccessToken(t *testing.T) {
+	f := newExchangeFixture(t, 3*time.Hour)
+	f.art.SetRepositoryPermissions("k8s-puller", "team-a/*")
+	code, body := f.exchange(t, TokenExchangePath, signGetCallerIdentity(t, f.role, "sts.amazonaws.com", "*", f.clk.Now()), `{"expires_in": 600}`)
+	var tok tokenAnswer
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &tok) != nil {
+		t.Fatalf("exchange: %d %s", code, body)
+	}
+	get := func(auth string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, f.art.URL()+RepositoriesPath, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := f.art.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("Bearer " + tok.AccessToken); code != http.StatusOK || !strings.Contains(body, `"key":"team-a/*"`) {
+		t.Errorf("bearer token: %d %s", code, body)
+	}
+	for name, auth := range map[string]string{
+		"no credentials": "",
+		"unknown token":  "Bearer not-a-token",
+		"basic auth":     "Basic " + base64.StdEncoding.EncodeToString([]byte("k8s-puller:"+tok.AccessToken)),
+	} {
+		if code, _ := get(auth); code != http.StatusUnauthorized {
+			t.Errorf("%s: %d, want 401", name, code)
+		}
+	}
+	f.clk.Advance(11 * time.Minute)
+	if code, _ := get("Bearer " + tok.AccessToken); code != http.StatusUnauthorized {
+		t.Errorf("expired token: %d, want 401", code)
 	}
 }

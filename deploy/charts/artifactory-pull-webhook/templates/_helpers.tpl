@@ -52,6 +52,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- toJson (uniq $names) }}
 {{- end }}
 
+{{/* JSON list of the generic token Secret names (config.instances[].tokenSecretName); [] when none. */}}
+{{- define "apw.tokenSecretNames" -}}
+{{- $names := list }}
+{{- range .Values.config.instances }}
+{{- with .tokenSecretName }}{{ $names = append $names . }}{{ end }}
+{{- end }}
+{{- toJson (uniq $names) }}
+{{- end }}
+
+{{/* JSON list of every Secret name the webhook writes in tenants' namespaces: pull, then token Secrets. */}}
+{{- define "apw.secretNames" -}}
+{{- toJson (concat (include "apw.pullSecretNames" . | fromJsonArray) (include "apw.tokenSecretNames" . | fromJsonArray)) }}
+{{- end }}
+
 {{/* "key=value" labels of the config, split; defaults as in the webhook's config loader. */}}
 {{- define "apw.optInKey" -}}{{ index (splitList "=" (default "artifactory-pull-webhook/inject=enabled" .Values.config.namespaceLabel)) 0 }}{{- end }}
 {{- define "apw.optInValue" -}}{{ index (splitList "=" (default "artifactory-pull-webhook/inject=enabled" .Values.config.namespaceLabel)) 1 }}{{- end }}

@@ -116,4 +116,7 @@ func TestOptedInNamespaceGetsAGenericTokenSecretForItsTools(t *testing.T) {
 		_, ok := getSecret(t, ns, name)
 		return !ok
 	})
+	// Hygiene: the token Secrets' writes, refreshes and deletion put no
+	// token in the log, the metrics or an Event.
+	searchForSecrets(t, operatorView(t, nil), map[string]string{"the first token Secret's token": token})
 }

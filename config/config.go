@@ -108,7 +108,23 @@ type Config struct {
 	// before any pod (default true). Off: a namespace's Secrets are written
 	// by the admission of its first pod that needs them.
 	ProvisionOnOptIn *bool `json:"provisionOnOptIn,omitempty"`
+	// PatchServiceAccounts adds the pull Secrets of identity webhook
+	// instances to the imagePullSecrets of an opted-in namespace's default
+	// ServiceAccount (default) or of all its ServiceAccounts (all), and
+	// removes them at opt-out: the API server's ServiceAccount admission
+	// plugin then gives them to pods that name no pull secret even while
+	// the webhook is unreachable. none (the default) patches nothing.
+	PatchServiceAccounts PatchServiceAccounts `json:"patchServiceAccounts,omitempty"`
 }
+
+// PatchServiceAccounts says which ServiceAccounts get the pull Secrets.
+type PatchServiceAccounts string
+
+const (
+	PatchNone    PatchServiceAccounts = "none"
+	PatchDefault PatchServiceAccounts = "default"
+	PatchAll     PatchServiceAccounts = "all"
+)
 
 // Provision reports whether namespaces get their Secrets at opt-in.
 func (c *Config) Provision() bool { return c.ProvisionOnOptIn == nil || *c.ProvisionOnOptIn }
@@ -583,6 +599,11 @@ func (c *Config) Validate() error {
 					"which %q could be; give one of them another name", in.SecretName, prefix, other)
 			}
 		}
+	}
+	switch c.PatchServiceAccounts {
+	case "", PatchNone, PatchDefault, PatchAll:
+	default:
+		bad("patchServiceAccounts", "must be none, default or all, got %q", c.PatchServiceAccounts)
 	}
 	if k := c.ServiceAccounts.OptInAnnotation; k != "" {
 		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {

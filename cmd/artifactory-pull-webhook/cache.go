@@ -1,14 +1,18 @@
 package main
 
 import (
+	"fmt"
 	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
@@ -107,3 +111,21 @@ func namespaceObject() *metav1.PartialObjectMetadata {
 }
 
 func intern(s string) string { return unique.Make(s).Value() }
+
+// serviceAccountCache is the metadata cache of the ServiceAccounts whose
+// creation the ServiceAccount patcher (patchServiceAccounts) watches: every
+// one (all), or only those named default, selected by a metadata.name field
+// selector, which RBAC authorizes by resourceNames. It keeps their names
+// alone.
+func serviceAccountCache(mgr manager.Manager, restCfg *rest.Config, all bool) (cache.Cache, error) {
+	by := cache.ByObject{Transform: serviceAccountTransform(nil), UnsafeDisableDeepCopy: ptr.To(true)}
+	if !all {
+		by.Field = fields.OneTermEqualSelector("metadata.name", "default")
+	}
+	c, err := cache.New(restCfg, cache.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
+		ByObject: map[client.Object]cache.ByObject{pullsecret.ServiceAccountObject(): by}})
+	if err != nil {
+		return nil, fmt.Errorf("ServiceAccount cache: %w", err)
+	}
+	return c, mgr.Add(managerCache{c})
+}

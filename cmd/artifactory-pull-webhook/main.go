@@ -262,6 +262,20 @@ func run(ctx context.Context, f flags) error {
 		if err := refresher.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the pull secret refresher: %w", err)
 		}
+		patcher, err := pullsecret.NewSAPatcher(pullsecret.SAPatcherOptions{Config: cfg, Reader: secrets, Client: direct,
+			Recorder: pullsecret.FittingNotes(mgr.GetEventRecorder(name)), Metrics: m, Log: ctrl.Log.WithName("serviceaccounts")})
+		if err != nil {
+			return err
+		}
+		if patcher != nil {
+			saCache, err := serviceAccountCache(mgr, restCfg, cfg.PatchServiceAccounts == config.PatchAll)
+			if err != nil {
+				return err
+			}
+			if err := patcher.SetupWithManager(mgr, secrets.Caches(), saCache); err != nil {
+				return fmt.Errorf("setting up the ServiceAccount patcher: %w", err)
+			}
+		}
 	} else {
 		log.Info("pull secret refresher disabled: leader election needs a Lease namespace, and none was given " +
 			"nor found (running outside a cluster); pass --leader-election-namespace, or --leader-elect=false " +

@@ -1,0 +1,115 @@
+package deploy
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
+)
+
+// TestChartLetsTheWebhookChangeOnlyItsPullSecretsOnDefaultServiceAccounts
+// installs a release with patchServiceAccounts: default and impersonates
+// its ServiceAccount: it may add and remove its pull Secret on a default
+// ServiceAccount (and its own annotation), and the API server refuses any
+// other entry, a label or annotation change, and any other ServiceAccount.
+func TestChartLetsTheWebhookChangeOnlyItsPullSecretsOnDefaultServiceAccounts(t *testing.T) {
+	ctx := context.Background()
+	r := &oidcRelease{name: "apw-sapatch", namespace: "apw-sapatch", fullname: "apw-sapatch-artifactory-pull-webhook", values: `
+serviceAccount:
+  irsaRoleArn: arn:aws:iam::123456789012:role/artifactory-puller
+config:
+  instances:
+  - name: main
+    url: https://example.jfrog.io
+    registryHosts: [example.jfrog.io]
+  patchServiceAccounts: default
+`}
+	if err := stack.Cluster.CreateNamespace(ctx, r.namespace, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.Cluster.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: r.fullname, Namespace: r.namespace}}); err != nil {
+		t.Fatal(err)
+	}
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte(r.values), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, stack.Cluster.Client, only(render(t, r.name, r.namespace, values), "ClusterRole", "ClusterRoleBinding",
+		"Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"))
+	cs, err := kubernetes.NewForConfig(r.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant := newNamespace(t, "sapatch", nil) // CreateNamespace makes its default ServiceAccount
+	sas := cs.CoreV1().ServiceAccounts(tenant)
+	edit := func(f func(*corev1.ServiceAccount), dryRun bool) error {
+		sa, err := sas.Get(ctx, "default", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		f(sa)
+		o := metav1.UpdateOptions{FieldManager: pullsecret.ServiceAccountFieldManager}
+		if dryRun {
+			o.DryRun = []string{metav1.DryRunAll}
+		}
+		_, err = sas.Update(ctx, sa, o)
+		return err
+	}
+	addRef := func(name string) func(*corev1.ServiceAccount) {
+		return func(sa *corev1.ServiceAccount) {
+			sa.ImagePullSecrets = append(sa.ImagePullSecrets, corev1.LocalObjectReference{Name: name})
+		}
+	}
+	refused := func(err error) bool {
+		return err != nil && strings.Contains(err.Error(), "artifactory-pull-webhook may")
+	}
+	// The policy is loaded from a watch: wait until it refuses another entry.
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return refused(edit(addRef("team-registry"), true)), nil
+	}); err != nil {
+		t.Fatalf("the ServiceAccount write policy is not enforced: %v", err)
+	}
+
+	if err := edit(func(sa *corev1.ServiceAccount) {
+		addRef("artifactory-pull")(sa)
+		if sa.Annotations == nil {
+			sa.Annotations = map[string]string{}
+		}
+		sa.Annotations[pullsecret.AnnotationPatchedPullSecrets] = "artifactory-pull"
+	}, false); err != nil {
+		t.Fatalf("adding its pull Secret and annotation: %v", err)
+	}
+	for name, f := range map[string]func(*corev1.ServiceAccount){
+		"another entry":   addRef("team-registry"),
+		"a label":         func(sa *corev1.ServiceAccount) { sa.Labels = map[string]string{"team": "x"} },
+		"an annotation":   func(sa *corev1.ServiceAccount) { sa.Annotations["eks.amazonaws.com/role-arn"] = "arn:aws:iam::1:role/x" },
+		"its secrets":     func(sa *corev1.ServiceAccount) { sa.Secrets = []corev1.ObjectReference{{Name: "token"}} },
+		"automount token": func(sa *corev1.ServiceAccount) { sa.AutomountServiceAccountToken = new(bool) },
+	} {
+		if err := edit(f, false); !refused(err) {
+			t.Errorf("changing %s: %v, want the policy's refusal", name, err)
+		}
+	}
+	if err := edit(func(sa *corev1.ServiceAccount) {
+		sa.ImagePullSecrets = nil
+		delete(sa.Annotations, pullsecret.AnnotationPatchedPullSecrets)
+	}, false); err != nil {
+		t.Errorf("removing its pull Secret: %v", err)
+	}
+	if err := stack.Cluster.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: tenant}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sas.Get(ctx, "api", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("reading ServiceAccount api: %v, want Forbidden (resourceNames default)", err)
+	}
+}

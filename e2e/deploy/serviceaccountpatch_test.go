@@ -90,9 +90,11 @@ config:
 		t.Fatalf("adding its pull Secret and annotation: %v", err)
 	}
 	for name, f := range map[string]func(*corev1.ServiceAccount){
-		"another entry":   addRef("team-registry"),
-		"a label":         func(sa *corev1.ServiceAccount) { sa.Labels = map[string]string{"team": "x"} },
-		"an annotation":   func(sa *corev1.ServiceAccount) { sa.Annotations["eks.amazonaws.com/role-arn"] = "arn:aws:iam::1:role/x" },
+		"another entry": addRef("team-registry"),
+		"a label":       func(sa *corev1.ServiceAccount) { sa.Labels = map[string]string{"team": "x"} },
+		"an annotation": func(sa *corev1.ServiceAccount) {
+			sa.Annotations["eks.amazonaws.com/role-arn"] = "arn:aws:iam::1:role/x"
+		},
 		"its secrets":     func(sa *corev1.ServiceAccount) { sa.Secrets = []corev1.ObjectReference{{Name: "token"}} },
 		"automount token": func(sa *corev1.ServiceAccount) { sa.AutomountServiceAccountToken = new(bool) },
 	} {

@@ -32,8 +32,9 @@ type Cluster struct {
 }
 
 // StartCluster starts envtest's control plane and writes an admin
-// kubeconfig into dir.
-func StartCluster(dir string) (*Cluster, error) {
+// kubeconfig into dir. configure, when given, changes the environment
+// before it starts (e.g. the API server's flags).
+func StartCluster(dir string, configure ...func(*envtest.Environment)) (*Cluster, error) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
 		assets = filepath.Join(ModuleRoot(), "bin", "k8s")
@@ -48,6 +49,9 @@ func StartCluster(dir string) (*Cluster, error) {
 	// on loopback so the STS emulator can fetch it, as AWS fetches EKS's.
 	env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", "127.0.0.1")
 	env.ControlPlane.GetAPIServer().Configure().Set("endpoint-reconciler-type", "none")
+	for _, f := range configure {
+		f(env)
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting kube-apiserver and etcd: %w", err)

@@ -601,7 +601,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch c.PatchServiceAccounts {
-	case "", PatchNone, PatchDefault, PatchAll:
+	case "", PatchNone:
+	case PatchDefault, PatchAll:
+		// Its books on a ServiceAccount are the annotation
+		// artifactory-pull-webhook/image-pull-secrets-<installation>.
+		if c.Installation != DefaultInstallation && len(c.Installation) > 44 {
+			bad("installation", "%q is %d characters: with patchServiceAccounts at most 44, so that its annotation "+
+				"artifactory-pull-webhook/image-pull-secrets-<installation> is a valid name", c.Installation, len(c.Installation))
+		}
 	default:
 		bad("patchServiceAccounts", "must be none, default or all, got %q", c.PatchServiceAccounts)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -123,14 +124,12 @@ func TestServiceAccountSafetyNetGivesPodsTheSecretWhileTheWebhookIsDown(t *testi
 	// It applies the list too (its manifest's, without ours): the webhook
 	// does not put its entry back, and says what to add to the manifest.
 	apply("gitops", map[string]any{"imagePullSecrets": []any{map[string]any{"name": "team-registry"}}})
+	// Something the patcher watches: the pull Secret deleted, restored by
+	// the refresher.
+	if err := c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: secret}}); err != nil {
+		t.Fatal(err)
+	}
 	var nsObj corev1.Namespace
-	if err := c.Get(ctx, client.ObjectKey{Name: ns}, &nsObj); err != nil {
-		t.Fatal(err)
-	}
-	nsObj.Labels["touch"] = "1" // a reconcile of the namespace
-	if err := c.Update(ctx, &nsObj); err != nil {
-		t.Fatal(err)
-	}
 	eventually(t, 15*time.Second, "a ServiceAccountNotPatched Event naming the tool", func() bool {
 		var list corev1.EventList
 		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {

@@ -383,7 +383,9 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		}
 	}
 	if err != nil {
-		return r.failed(ns, t, req.NamespacedName, err, provisioning)
+		// A token Secret is asked for by configuration, and admission never
+		// mentions it: its failures are always told.
+		return r.failed(ns, t, req.NamespacedName, err, provisioning && !t.token)
 	}
 	r.forgetRefusals(req.NamespacedName)
 	r.report(ns, t, res, provisioning)
@@ -498,13 +500,13 @@ func (r *Refresher) optedOut(ctx context.Context, ns *metav1.PartialObjectMetada
 
 // failed records a Sync failure and schedules the retry the token source's
 // or the Secret's write backoff allows. A Secret name held by a Secret we
-// do not manage is left alone until it changes. provisioning (the Secret
-// never existed) records no Event: while Artifactory is down every
-// opted-in namespace would get one per retry, for a Secret no pod uses yet;
-// the log and the metric say it, and a pod's admission warns.
-func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, t target, key types.NamespacedName, err error, provisioning bool) (reconcile.Result, error) {
+// do not manage is left alone until it changes. quiet (provisioning a pull
+// Secret that never existed) records no Event: while Artifactory is down
+// every opted-in namespace would get one per retry, for a Secret no pod
+// uses yet; the log and the metric say it, and a pod's admission warns.
+func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, t target, key types.NamespacedName, err error, quiet bool) (reconcile.Result, error) {
 	event := r.event
-	if provisioning {
+	if quiet {
 		event = func(*metav1.PartialObjectMetadata, string, string, string, string, ...any) {}
 	}
 	inst := t.inst

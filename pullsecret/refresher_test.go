@@ -465,10 +465,26 @@ func TestRefresherKeepsTheGenericTokenSecret(t *testing.T) {
 	if got := h.calls["create"] + h.calls["update"]; got != writes {
 		t.Errorf("an unchanged token rewrote the token Secret (%d writes)", got-writes)
 	}
+	// A hand edit of the token is restored.
+	edited := read()
+	edited.Data[TokenSecretToken] = []byte("planted")
+	if err := h.api.Update(context.Background(), edited); err != nil {
+		t.Fatal(err)
+	}
+	reconcileKey()
+	if got := string(read().Data[TokenSecretToken]); got != rawToken {
+		t.Errorf("an edited token Secret holds %q, want it restored", got)
+	}
+	if e := h.event(); !strings.HasPrefix(e, "Normal "+ReasonRestored) {
+		t.Errorf("event = %q, want %s", e, ReasonRestored)
+	}
 	h.tokens.cred = credAt(t0.Add(time.Minute), "rotated-token-0123456789")
 	reconcileKey()
 	if got := string(read().Data[TokenSecretToken]); got != "rotated-token-0123456789" {
 		t.Errorf("after rotation the token Secret holds %q", got)
+	}
+	if e := h.event(); !strings.HasPrefix(e, "Normal "+ReasonRefreshed) || !strings.Contains(e, "refreshed token secret") {
+		t.Errorf("rotation event = %q, want %s", e, ReasonRefreshed)
 	}
 
 	if err := h.api.Update(context.Background(), namespaceWith(nil)); err != nil {

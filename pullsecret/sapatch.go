@@ -50,7 +50,9 @@ import (
 // Event saying what to add to the manifest.
 const (
 	// AnnotationPatchedPullSecrets lists, on a ServiceAccount, the
-	// imagePullSecrets entries the webhook added (comma-separated).
+	// imagePullSecrets entries the default installation added
+	// (comma-separated); PatchedPullSecretsAnnotation names another
+	// installation's.
 	AnnotationPatchedPullSecrets = annotationPrefix + "image-pull-secrets"
 	// ServiceAccountFieldManager is the field manager of the webhook's
 	// ServiceAccount updates.
@@ -63,6 +65,17 @@ const (
 	lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 	eventActionPatch      = "PatchServiceAccount"
 )
+
+// PatchedPullSecretsAnnotation is the annotation in which installation
+// records the imagePullSecrets entries it added: one per installation, so
+// that two installations patching one namespace keep their books apart.
+// (config validation keeps the name within 63 characters.)
+func PatchedPullSecretsAnnotation(installation string) string {
+	if installation == "" || installation == config.DefaultInstallation {
+		return AnnotationPatchedPullSecrets
+	}
+	return AnnotationPatchedPullSecrets + "-" + installation
+}
 
 // Lifecycle actions of ServiceAccount patching.
 const (
@@ -77,6 +90,10 @@ type SAPatcherOptions struct {
 	// Reader reads Namespaces (their labels) and the managed Secrets
 	// (informer caches).
 	Reader client.Reader
+	// ServiceAccounts lists the ServiceAccounts' metadata (the patcher's
+	// cache, keeping the annotation of its books): a namespace that is not
+	// opted in costs an API call only when one of them carries it.
+	ServiceAccounts client.Reader
 	// Client reads and updates ServiceAccounts on the API server.
 	Client   client.Client
 	Recorder events.EventRecorder // optional
@@ -89,7 +106,10 @@ type SAPatcherOptions struct {
 // a controller on the leader; reconcile requests name a namespace.
 type SAPatcher struct {
 	reader   client.Reader
+	sas      client.Reader
 	client   client.Client
+	books    string   // the annotation of the entries it added
+	retired  []string // retiredSecretNames: removed, never added
 	recorder events.EventRecorder
 	metrics  *metrics.Metrics
 	log      logr.Logger
@@ -111,13 +131,17 @@ func NewSAPatcher(o SAPatcherOptions) (*SAPatcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &SAPatcher{reader: o.Reader, client: o.Client, recorder: o.Recorder, metrics: o.Metrics, log: o.Log,
-		all: mode == config.PatchAll, nsKey: key, nsValue: value, instance: map[string]string{}}
+	p := &SAPatcher{reader: o.Reader, sas: o.ServiceAccounts, client: o.Client, recorder: o.Recorder, metrics: o.Metrics, log: o.Log,
+		all: mode == config.PatchAll, nsKey: key, nsValue: value, instance: map[string]string{},
+		books: PatchedPullSecretsAnnotation(o.Config.Installation), retired: o.Config.RetiredSecretNames}
 	for _, in := range o.Config.Instances {
 		if !in.PerServiceAccount() && !slices.Contains(p.names, in.SecretName) {
 			p.names = append(p.names, in.SecretName)
 			p.instance[in.SecretName] = in.Name
 		}
+	}
+	for _, n := range p.retired {
+		p.instance[n] = "retired" // as the refresher labels them
 	}
 	if p.log.GetSink() == nil {
 		p.log = logr.Discard()
@@ -176,8 +200,20 @@ func (p *SAPatcher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if ns.DeletionTimestamp != nil {
 		return reconcile.Result{}, nil
 	}
+	optedIn := ns.Labels[p.nsKey] == p.nsValue
+	if !optedIn && p.sas != nil {
+		// Nothing to take back unless a ServiceAccount here carries the books.
+		list := &metav1.PartialObjectMetadataList{}
+		list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ServiceAccountList"))
+		if err := p.sas.List(ctx, list, client.InNamespace(nsName)); err != nil {
+			return reconcile.Result{}, err
+		}
+		if !slices.ContainsFunc(list.Items, func(sa metav1.PartialObjectMetadata) bool { return sa.Annotations[p.books] != "" }) {
+			return reconcile.Result{}, nil
+		}
+	}
 	var want []string
-	if ns.Labels[p.nsKey] == p.nsValue {
+	if optedIn {
 		for _, name := range p.names {
 			var sec corev1.Secret
 			switch err := p.reader.Get(ctx, client.ObjectKey{Namespace: nsName, Name: name}, &sec); {
@@ -207,17 +243,25 @@ func (p *SAPatcher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	}
 	var errs []error
 	for i := range sas {
-		if err := p.sync(ctx, ns, &sas[i], want); err != nil {
+		if err := p.sync(ctx, ns, &sas[i], optedIn, want); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return reconcile.Result{}, errors.Join(errs...)
 }
 
-// sync gives sa the entries of want it lacks and takes away those it was
-// given and are no longer wanted.
-func (p *SAPatcher) sync(ctx context.Context, ns *metav1.PartialObjectMetadata, sa *corev1.ServiceAccount, want []string) error {
-	ours := splitNames(sa.Annotations[AnnotationPatchedPullSecrets])
+// sync gives sa the entries of want (the pull Secrets present) it lacks;
+// it takes back the entries its books list — only names that are or were
+// its own pull Secrets, whatever else the annotation says — when the
+// namespace no longer opts in, and those of retired names at any time. An
+// entry whose Secret is gone for a moment (the refresher restores it) stays.
+func (p *SAPatcher) sync(ctx context.Context, ns *metav1.PartialObjectMetadata, sa *corev1.ServiceAccount, optedIn bool, want []string) error {
+	var ours []string
+	for _, n := range splitNames(sa.Annotations[p.books]) {
+		if (slices.Contains(p.names, n) || slices.Contains(p.retired, n)) && !slices.Contains(ours, n) {
+			ours = append(ours, n)
+		}
+	}
 	has := func(name string) bool {
 		return slices.ContainsFunc(sa.ImagePullSecrets, func(r corev1.LocalObjectReference) bool { return r.Name == name })
 	}
@@ -228,15 +272,15 @@ func (p *SAPatcher) sync(ctx context.Context, ns *metav1.PartialObjectMetadata, 
 		}
 	}
 	for _, n := range ours {
-		if !slices.Contains(want, n) && has(n) {
+		if has(n) && (!optedIn || !slices.Contains(p.names, n)) {
 			remove = append(remove, n)
 		}
 	}
-	// What the annotation should list: ours still wanted and present, and
-	// what is added now.
-	kept := slices.DeleteFunc(slices.Clone(ours), func(n string) bool { return !slices.Contains(want, n) || !has(n) })
+	// The books after this: ours still listed and not removed, and what is
+	// added now.
+	kept := slices.DeleteFunc(slices.Clone(ours), func(n string) bool { return !has(n) || slices.Contains(remove, n) })
 	newOurs := append(kept, add...)
-	if len(add) == 0 && len(remove) == 0 && strings.Join(newOurs, ",") == strings.Join(ours, ",") {
+	if len(add) == 0 && len(remove) == 0 && strings.Join(newOurs, ",") == sa.Annotations[p.books] {
 		return nil
 	}
 	if owner := declarativeOwner(sa); owner != "" {
@@ -267,9 +311,9 @@ func (p *SAPatcher) sync(ctx context.Context, ns *metav1.PartialObjectMetadata, 
 		updated.Annotations = map[string]string{}
 	}
 	if len(newOurs) == 0 {
-		delete(updated.Annotations, AnnotationPatchedPullSecrets)
+		delete(updated.Annotations, p.books)
 	} else {
-		updated.Annotations[AnnotationPatchedPullSecrets] = strings.Join(newOurs, ",")
+		updated.Annotations[p.books] = strings.Join(newOurs, ",")
 	}
 	// The resourceVersion read: a concurrent change makes this a Conflict,
 	// retried with what the API server holds then.

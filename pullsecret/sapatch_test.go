@@ -30,8 +30,8 @@ func newPatcherHarness(t *testing.T, mode config.PatchServiceAccounts, objs ...c
 	perSA.Name, perSA.SecretName, perSA.Identity = "teams", "teams-pull", config.IdentityServiceAccount
 	p, err := NewSAPatcher(SAPatcherOptions{
 		Config: &config.Config{Instances: []config.Instance{instance(), perSA}, NamespaceLabel: config.DefaultNamespaceLabel,
-			PatchServiceAccounts: mode},
-		Reader: informerCache{h.api}, Client: h.api, Recorder: h.events,
+			PatchServiceAccounts: mode, RetiredSecretNames: []string{"old-pull"}},
+		Reader: informerCache{h.api}, ServiceAccounts: h.api, Client: h.api, Recorder: h.events,
 	})
 	if err != nil || p == nil {
 		t.Fatalf("NewSAPatcher: %v, %v", p, err)
@@ -190,6 +190,65 @@ func TestSAPatcherLeavesADeclarativelyAppliedListAlone(t *testing.T) {
 		if !strings.Contains(ev, want) {
 			t.Errorf("events %q lack %q", ev, want)
 		}
+	}
+}
+
+// TestSAPatcherTrustsItsBooksOnlyForItsOwnNames: an annotation naming a
+// user's entry (anyone who may edit the ServiceAccount can write it) takes
+// nothing away; a retired name it added goes even while opted in; an entry
+// whose Secret is gone for a moment (restored by the refresher) stays.
+func TestSAPatcherTrustsItsBooksOnlyForItsOwnNames(t *testing.T) {
+	sa := serviceAccount("default", "team-registry", "old-pull", "artifactory-pull")
+	sa.Annotations = map[string]string{AnnotationPatchedPullSecrets: "team-registry,old-pull,artifactory-pull"}
+	h := newPatcherHarness(t, config.PatchDefault, namespaceWith(optedInLabels), sa) // the pull Secret is missing for now
+
+	h.reconcile(t)
+	got := h.sa(t, "default")
+	if !slices.Equal(names(got), []string{"team-registry", "artifactory-pull"}) || got.Annotations[AnnotationPatchedPullSecrets] != "artifactory-pull" {
+		t.Errorf("imagePullSecrets %v, books %q: want the retired entry gone, the user's and the momentarily missing Secret's kept",
+			names(got), got.Annotations[AnnotationPatchedPullSecrets])
+	}
+	h.setLabels(t, nil)
+	h.reconcile(t)
+	if got := h.sa(t, "default"); !slices.Equal(names(got), []string{"team-registry"}) {
+		t.Errorf("after opt-out: %v", names(got))
+	}
+}
+
+// TestSAPatcherReadsNoServiceAccountOfANamespaceWithoutItsBooks: a
+// namespace that does not opt in costs no ServiceAccount read when none of
+// its ServiceAccounts carries the patcher's annotation.
+func TestSAPatcherReadsNoServiceAccountOfANamespaceWithoutItsBooks(t *testing.T) {
+	h := newPatcherHarness(t, config.PatchDefault, namespaceWith(nil), serviceAccount("default", "team-registry"))
+	reads := 0
+	h.p.client = countingClient{Client: h.api, reads: &reads}
+	h.reconcile(t)
+	if reads != 0 {
+		t.Errorf("%d ServiceAccount reads for a namespace that never opted in", reads)
+	}
+}
+
+// countingClient counts the reads of the API client.
+type countingClient struct {
+	client.Client
+	reads *int
+}
+
+func (c countingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	*c.reads++
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+func (c countingClient) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	*c.reads++
+	return c.Client.List(ctx, list, opts...)
+}
+
+func TestPatchedPullSecretsAnnotationIsPerInstallation(t *testing.T) {
+	if PatchedPullSecretsAnnotation(config.DefaultInstallation) != AnnotationPatchedPullSecrets ||
+		PatchedPullSecretsAnnotation("") != AnnotationPatchedPullSecrets ||
+		PatchedPullSecretsAnnotation("team-b") != AnnotationPatchedPullSecrets+"-team-b" {
+		t.Error("wrong annotation per installation")
 	}
 }
 

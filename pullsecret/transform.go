@@ -3,6 +3,9 @@ package pullsecret
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"unique"
@@ -140,12 +143,28 @@ func SecretTransform() func(any) (any, error) {
 // data is not exactly one non-empty .dockerconfigjson key (so a Secret with
 // extra keys never matches what the Store writes).
 func DataDigest(data map[string][]byte) string {
+	if _, pull := data[corev1.DockerConfigJsonKey]; !pull && len(data) > 0 {
+		return keysDigest(data) // a generic token Secret's keys
+	}
 	v := data[corev1.DockerConfigJsonKey]
 	if len(data) != 1 || len(v) == 0 {
 		return ""
 	}
 	sum := sha256.Sum256(v)
 	return hex.EncodeToString(sum[:])
+}
+
+// keysDigest digests every key and value of data, in key order, each
+// length-prefixed (so that no two maps share an encoding), marked apart
+// from a pull Secret's digest.
+func keysDigest(data map[string][]byte) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(data)) {
+		v := data[k]
+		fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(v))
+		h.Write(v)
+	}
+	return "keys:" + hex.EncodeToString(h.Sum(nil))
 }
 
 // dataDigest is the digest of sec's data: computed when sec carries its

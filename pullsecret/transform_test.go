@@ -56,11 +56,21 @@ func TestDataDigestMatchesOnlyExactlyTheDockerConfig(t *testing.T) {
 		"none":      nil,
 		"empty":     {corev1.DockerConfigJsonKey: nil},
 		"extra key": {corev1.DockerConfigJsonKey: cfg, "extra": []byte("x")},
-		"wrong key": {"config.json": cfg},
 	} {
 		if d := DataDigest(data); d != "" {
 			t.Errorf("%s: digest %q, want \"\" (never equal to a written Secret's)", name, d)
 		}
+	}
+	// Data without the dockerconfig key (a generic token Secret) is digested
+	// whole, apart from every pull Secret's digest.
+	token := map[string][]byte{"username": []byte("u"), "token": []byte("t")}
+	if d := DataDigest(map[string][]byte{"config.json": cfg}); !strings.HasPrefix(d, "keys:") {
+		t.Errorf("wrong key: digest %q, want a keys: digest (never a pull Secret's)", d)
+	}
+	if DataDigest(token) != DataDigest(map[string][]byte{"token": []byte("t"), "username": []byte("u")}) ||
+		DataDigest(token) == DataDigest(map[string][]byte{"username": []byte("u"), "token": []byte("planted")}) ||
+		DataDigest(token) == DataDigest(map[string][]byte{"username": []byte("ut"), "token": []byte("")}) {
+		t.Error("the keys digest does not follow every key and value")
 	}
 	if DataDigest(map[string][]byte{corev1.DockerConfigJsonKey: cfg}) == DataDigest(map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{}`)}) {
 		t.Error("different data, same digest")

@@ -116,9 +116,9 @@ func intern(s string) string { return unique.Make(s).Value() }
 // creation the ServiceAccount patcher (patchServiceAccounts) watches: every
 // one (all), or only those named default, selected by a metadata.name field
 // selector, which RBAC authorizes by resourceNames. It keeps their names
-// alone.
-func serviceAccountCache(mgr manager.Manager, restCfg *rest.Config, all bool) (cache.Cache, error) {
-	by := cache.ByObject{Transform: serviceAccountTransform(nil), UnsafeDisableDeepCopy: ptr.To(true)}
+// and the patcher's books annotation.
+func serviceAccountCache(mgr manager.Manager, restCfg *rest.Config, all bool, books string) (cache.Cache, error) {
+	by := cache.ByObject{Transform: serviceAccountTransform([]string{books}), UnsafeDisableDeepCopy: ptr.To(true)}
 	if !all {
 		by.Field = fields.OneTermEqualSelector("metadata.name", "default")
 	}

@@ -262,13 +262,15 @@ func run(ctx context.Context, f flags) error {
 		if err := refresher.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the pull secret refresher: %w", err)
 		}
-		patcher, err := pullsecret.NewSAPatcher(pullsecret.SAPatcherOptions{Config: cfg, Reader: secrets, Client: direct,
-			Recorder: pullsecret.FittingNotes(mgr.GetEventRecorder(name)), Metrics: m, Log: ctrl.Log.WithName("serviceaccounts")})
-		if err != nil {
-			return err
-		}
-		if patcher != nil {
-			saCache, err := serviceAccountCache(mgr, restCfg, cfg.PatchServiceAccounts == config.PatchAll)
+		if cfg.PatchServiceAccounts == config.PatchDefault || cfg.PatchServiceAccounts == config.PatchAll {
+			saCache, err := serviceAccountCache(mgr, restCfg, cfg.PatchServiceAccounts == config.PatchAll,
+				pullsecret.PatchedPullSecretsAnnotation(cfg.Installation))
+			if err != nil {
+				return err
+			}
+			patcher, err := pullsecret.NewSAPatcher(pullsecret.SAPatcherOptions{Config: cfg, Reader: secrets, ServiceAccounts: saCache,
+				Client: direct, Recorder: pullsecret.FittingNotes(mgr.GetEventRecorder(name)), Metrics: m,
+				Log: ctrl.Log.WithName("serviceaccounts")})
 			if err != nil {
 				return err
 			}

@@ -13,6 +13,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
@@ -50,8 +53,18 @@ config:
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenant := newNamespace(t, "sapatch", nil) // CreateNamespace makes its default ServiceAccount
+	tenant := newNamespace(t, "sapatch", map[string]string{harness.OptInLabel: "enabled"}) // with its default ServiceAccount
 	sas := cs.CoreV1().ServiceAccounts(tenant)
+	// A tenant's unnamed entry ({}: name is omitempty) must not make every
+	// update fail the policy.
+	var own corev1.ServiceAccount
+	if err := stack.Cluster.Client.Get(ctx, client.ObjectKey{Namespace: tenant, Name: "default"}, &own); err != nil {
+		t.Fatal(err)
+	}
+	own.ImagePullSecrets = []corev1.LocalObjectReference{{}}
+	if err := stack.Cluster.Client.Update(ctx, &own); err != nil {
+		t.Fatal(err)
+	}
 	edit := func(f func(*corev1.ServiceAccount), dryRun bool) error {
 		sa, err := sas.Get(ctx, "default", metav1.GetOptions{})
 		if err != nil {
@@ -97,16 +110,30 @@ config:
 		},
 		"its secrets":     func(sa *corev1.ServiceAccount) { sa.Secrets = []corev1.ObjectReference{{Name: "token"}} },
 		"automount token": func(sa *corev1.ServiceAccount) { sa.AutomountServiceAccountToken = new(bool) },
+		"owner references": func(sa *corev1.ServiceAccount) {
+			sa.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "gone", UID: "0000"}}
+		},
+		"finalizers": func(sa *corev1.ServiceAccount) { sa.Finalizers = []string{"example.com/block"} },
 	} {
 		if err := edit(f, false); !refused(err) {
 			t.Errorf("changing %s: %v, want the policy's refusal", name, err)
 		}
 	}
 	if err := edit(func(sa *corev1.ServiceAccount) {
-		sa.ImagePullSecrets = nil
+		sa.ImagePullSecrets = sa.ImagePullSecrets[:1] // the tenant's unnamed entry stays
 		delete(sa.Annotations, pullsecret.AnnotationPatchedPullSecrets)
 	}, false); err != nil {
 		t.Errorf("removing its pull Secret: %v", err)
+	}
+	// In a namespace that does not opt in it may add nothing.
+	other := newNamespace(t, "sapatch", nil)
+	sa, err := cs.CoreV1().ServiceAccounts(other).Get(ctx, "default", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addRef("artifactory-pull")(sa)
+	if _, err := cs.CoreV1().ServiceAccounts(other).Update(ctx, sa, metav1.UpdateOptions{}); !refused(err) {
+		t.Errorf("adding its pull Secret where the namespace does not opt in: %v, want the policy's refusal", err)
 	}
 	if err := stack.Cluster.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: tenant}}); err != nil {
 		t.Fatal(err)

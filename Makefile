@@ -3,6 +3,7 @@
 #   make demo    run the whole stack locally (API server, emulators, registry, webhook) and show a pod patched
 #   make test    unit tests (race detector) + end-to-end tests against a real kube-apiserver and etcd
 #   make bench   the benchmark harness
+#   make image   the release image (OCI layout, linux/amd64 + linux/arm64) without a container daemon
 #
 # The kube-apiserver and etcd used by envtest are built from the Go module proxy into bin/k8s
 # (first run: about 10 minutes for kube-apiserver on 2 cores; rebuilt only when hack/tools/*/go.mod change).

@@ -31,6 +31,12 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/internal/version"
+
+	// No CA bundle in the release image: these roots serve when the node
+	// has none either (--ca-bundle is added to them).
+	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 // maxRequest bounds the request read from stdin (a token and a few
@@ -38,6 +44,10 @@ import (
 const maxRequest = 1 << 20
 
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
+		fmt.Println("artifactory-credential-provider", version.Get())
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "install" {
 		os.Exit(install(os.Args[2:], os.Stderr))
 	}

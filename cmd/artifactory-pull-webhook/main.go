@@ -35,8 +35,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	// The release image has no CA bundle of its own: these roots serve when
+	// the system has none (an instance's caBundle is added to them).
+	_ "golang.org/x/crypto/x509roots/fallback"
+
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/internal/version"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/metrics"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 	pwebhook "github.com/artifactory-pull-webhook/artifactory-pull-webhook/webhook"
@@ -74,9 +79,14 @@ func main() {
 		"(default $POD_SERVICE_ACCOUNT, which the chart sets).")
 	f.leader.bind(flag.CommandLine)
 	f.certs.bind(flag.CommandLine)
+	showVersion := flag.Bool("version", false, "Print the version, commit and Go version, and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse() // --kubeconfig is registered by controller-runtime's config package.
+	if *showVersion {
+		fmt.Println(name, version.Get())
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	if err := run(ctrl.SetupSignalHandler(), f); err != nil {

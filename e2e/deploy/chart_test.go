@@ -400,3 +400,31 @@ func deleteClusterScoped(t *testing.T, objs []*unstructured.Unstructured) {
 		}
 	}
 }
+
+// TestChartPinsTheImageByDigest: image.digest wins over the tag in the
+// webhook's Deployment and the credential provider's DaemonSet.
+func TestChartPinsTheImageByDigest(t *testing.T) {
+	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte("image:\n  repository: registry.example/apw\n  tag: ignored\n  digest: "+digest+
+		"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	objs := render(t, "pinned", "pinned", valuesPath("credential-provider-values.yaml"), values)
+	seen := 0
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" && o.GetKind() != "DaemonSet" {
+			continue
+		}
+		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		for _, c := range containers {
+			if img := c.(map[string]any)["image"]; img != "registry.example/apw@"+digest {
+				t.Errorf("%s %s: image %v, want the digest pin", o.GetKind(), o.GetName(), img)
+			}
+			seen++
+		}
+	}
+	if seen < 2 {
+		t.Errorf("%d containers checked, want the Deployment's and the DaemonSet's", seen)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/authn/kubernetes"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
@@ -174,6 +175,37 @@ func (r *Registry) PullManifestAs(ctx context.Context, ref, username, password s
 		return fmt.Errorf("registry emulator: pulling manifest %s: %w", ref, err)
 	}
 	return nil
+}
+
+// PushIndex pushes an image index (a multi-platform image) as repo:tag, as user.
+func (r *Registry) PushIndex(ctx context.Context, repo, tag string, idx v1.ImageIndex, user, pass string) error {
+	ref, err := name.NewTag(r.Host()+"/"+repo+":"+tag, name.Insecure)
+	if err != nil {
+		return fmt.Errorf("registry emulator: parsing %s:%s: %w", repo, tag, err)
+	}
+	if err := remote.WriteIndex(ref, idx, remote.WithContext(ctx), remote.WithTransport(r.client),
+		remote.WithAuth(&authn.Basic{Username: user, Password: pass})); err != nil {
+		return fmt.Errorf("registry emulator: pushing %s: %w", ref, err)
+	}
+	return nil
+}
+
+// PullIndex fetches ref's image index with credentials resolved from pullSecrets as kubelet resolves
+// them (PullManifest).
+func (r *Registry) PullIndex(ctx context.Context, ref string, pullSecrets []corev1.Secret) (v1.ImageIndex, error) {
+	parsed, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return nil, fmt.Errorf("registry emulator: parsing %s: %w", ref, err)
+	}
+	kc, err := kubernetes.NewFromPullSecrets(ctx, pullSecrets)
+	if err != nil {
+		return nil, fmt.Errorf("registry emulator: reading pull secrets: %w", err)
+	}
+	idx, err := remote.Index(parsed, remote.WithContext(ctx), remote.WithTransport(r.client), remote.WithAuthFromKeychain(kc))
+	if err != nil {
+		return nil, fmt.Errorf("registry emulator: pulling index %s: %w", ref, err)
+	}
+	return idx, nil
 }
 
 // PullManifest fetches ref's manifest with credentials resolved from pullSecrets exactly as kubelet

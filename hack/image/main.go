@@ -2,9 +2,9 @@
 // without a container daemon: an OCI image index for linux/amd64 and
 // linux/arm64 whose images hold the two static binaries alone (the webhook,
 // the entrypoint, and the kubelet credential provider), run as
-// 65532:65532, written as an OCI layout (loadable with `crane push` or
-// `docker load` of a tarred layout), with an SPDX SBOM of the module graph
-// beside it. It is built with go-containerregistry's mutate and layout
+// 65532:65532, written as an OCI layout whose index.json names the index by
+// its version (crane push <dir> <ref>; skopeo copy --multi-arch all
+// oci:<dir>:<version>), with an SPDX SBOM of the module graph beside it. It is built with go-containerregistry's mutate and layout
 // packages, the ones ko is built on: ko itself wants a base image from a
 // registry (or its default, cgr.dev/chainguard/static), and no registry is
 // reachable where this project is built and tested; the base here is
@@ -53,7 +53,7 @@ var binaries = []string{"artifactory-pull-webhook", "artifactory-credential-prov
 
 const (
 	user       = "65532:65532"
-	versionVar = "github.com/artifactory-pull-webhook/artifactory-pull-webhook/internal/version.Version"
+	versionPkg = "github.com/artifactory-pull-webhook/artifactory-pull-webhook/internal/version"
 )
 
 func main() {
@@ -79,8 +79,18 @@ func run(ctx context.Context, out string, platforms []string, version, source, p
 		return err
 	}
 	if version == "" {
-		if version, err = git("describe", "--tags", "--always", "--dirty"); err != nil {
+		if version, err = git("describe", "--tags", "--always"); err != nil {
 			return err
+		}
+	}
+	// A tree with changes is not the commit it names: say so, and push no
+	// such image.
+	if status, err := git("status", "--porcelain"); err != nil {
+		return err
+	} else if status != "" {
+		version += "-dirty"
+		if push != "" {
+			return fmt.Errorf("the work tree has uncommitted changes: commit them before pushing (version %s)", version)
 		}
 	}
 	epoch, err := sourceDateEpoch()
@@ -101,7 +111,7 @@ func run(ctx context.Context, out string, platforms []string, version, source, p
 		"org.opencontainers.image.title":    "artifactory-pull-webhook",
 	}
 	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
-	var sbomFrom string
+	var sbomFrom []string // the binaries of the first platform
 	for _, p := range platforms {
 		osName, arch, ok := strings.Cut(strings.TrimSpace(p), "/")
 		if !ok {
@@ -109,16 +119,22 @@ func run(ctx context.Context, out string, platforms []string, version, source, p
 		}
 		dir := filepath.Join(build, osName+"-"+arch)
 		for _, b := range binaries {
-			cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w -X "+versionVar+"="+version,
+			cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
+				"-ldflags", "-s -w -X "+versionPkg+".Version="+version+" -X "+versionPkg+".Commit="+revision,
 				"-o", filepath.Join(dir, b), "./cmd/"+b)
 			cmd.Dir = root
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+osName, "GOARCH="+arch)
+			// Everything that changes the output is fixed here, not taken from
+			// the machine: the same commit gives the same bytes anywhere.
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+osName, "GOARCH="+arch, "GOFLAGS=-mod=readonly",
+				"GOAMD64=v1", "GOARM64=v8.0", "GOEXPERIMENT=")
 			if output, err := cmd.CombinedOutput(); err != nil {
 				return fmt.Errorf("building %s for %s: %w\n%s", b, p, err, output)
 			}
 		}
-		if sbomFrom == "" {
-			sbomFrom = filepath.Join(dir, binaries[0])
+		if sbomFrom == nil {
+			for _, b := range binaries {
+				sbomFrom = append(sbomFrom, filepath.Join(dir, b))
+			}
 		}
 		img, err := image(dir, osName, arch, epoch, annotations)
 		if err != nil {
@@ -129,17 +145,24 @@ func run(ctx context.Context, out string, platforms []string, version, source, p
 	}
 	idx = mutate.Annotations(idx, annotations).(v1.ImageIndex)
 
+	digest, err := idx.Digest()
+	if err != nil {
+		return err
+	}
 	if err := os.RemoveAll(out); err != nil {
 		return err
 	}
-	if _, err := layout.Write(out, idx); err != nil {
+	// The layout's own index names ours by its version (ref.name), as
+	// crane push, skopeo (oci:<dir>:<version>) and containerd's import read
+	// it.
+	p, err := layout.Write(out, empty.Index)
+	if err != nil {
 		return fmt.Errorf("writing the OCI layout: %w", err)
 	}
-	if err := writeSBOM(out+".spdx.json", sbomFrom, version, revision, epoch); err != nil {
-		return err
+	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": version})); err != nil {
+		return fmt.Errorf("writing the OCI layout: %w", err)
 	}
-	digest, err := idx.Digest()
-	if err != nil {
+	if err := writeSBOM(out+".spdx.json", sbomFrom, version, revision, digest.String(), epoch); err != nil {
 		return err
 	}
 	fmt.Printf("%s %s (index of %s; SBOM %s.spdx.json)\n", out, digest, strings.Join(platforms, ", "), out)
@@ -221,40 +244,58 @@ func sourceDateEpoch() (time.Time, error) {
 	return time.Unix(s, 0).UTC(), nil
 }
 
-// writeSBOM writes an SPDX 2.3 document of the module graph of binary.
-func writeSBOM(path, binary, version, revision string, epoch time.Time) error {
-	bi, err := buildinfo.ReadFile(binary)
-	if err != nil {
-		return fmt.Errorf("reading the build info of %s: %w", binary, err)
-	}
+// writeSBOM writes an SPDX 2.3 document of the module graph of binaries
+// (their dependencies merged, each module once).
+func writeSBOM(path string, binaries []string, version, revision, digest string, epoch time.Time) error {
 	type pkg struct {
 		SPDXID           string `json:"SPDXID"`
 		Name             string `json:"name"`
 		VersionInfo      string `json:"versionInfo"`
 		DownloadLocation string `json:"downloadLocation"`
+		FilesAnalyzed    bool   `json:"filesAnalyzed"`
 		ExternalRefs     []any  `json:"externalRefs,omitempty"`
 	}
-	purl := func(path, v string) []any {
-		return []any{map[string]string{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
-			"referenceLocator": "pkg:golang/" + path + "@" + v}}
+	purl := func(p string) []any {
+		return []any{map[string]string{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": p}}
 	}
-	pkgs := []pkg{{SPDXID: "SPDXRef-Package-main", Name: bi.Main.Path, VersionInfo: version, DownloadLocation: "NOASSERTION"},
-		{SPDXID: "SPDXRef-Package-go", Name: "go", VersionInfo: bi.GoVersion, DownloadLocation: "NOASSERTION"}}
-	rels := []map[string]string{{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-Package-main"}}
-	for i, d := range bi.Deps {
-		m := d
-		if d.Replace != nil {
-			m = d.Replace
+	var pkgs []pkg
+	var rels []map[string]string
+	seen := map[string]string{} // path@version → SPDXID
+	for i, b := range binaries {
+		bi, err := buildinfo.ReadFile(b)
+		if err != nil {
+			return fmt.Errorf("reading the build info of %s: %w", b, err)
 		}
-		id := fmt.Sprintf("SPDXRef-Package-%d", i)
-		pkgs = append(pkgs, pkg{SPDXID: id, Name: m.Path, VersionInfo: m.Version, DownloadLocation: "NOASSERTION", ExternalRefs: purl(m.Path, m.Version)})
-		rels = append(rels, map[string]string{"spdxElementId": "SPDXRef-Package-main", "relationshipType": "DEPENDS_ON", "relatedSpdxElement": id})
+		if i == 0 {
+			pkgs = append(pkgs,
+				pkg{SPDXID: "SPDXRef-Package-main", Name: bi.Main.Path, VersionInfo: version, DownloadLocation: "NOASSERTION"},
+				pkg{SPDXID: "SPDXRef-Package-stdlib", Name: "stdlib", VersionInfo: bi.GoVersion, DownloadLocation: "NOASSERTION",
+					ExternalRefs: purl("pkg:golang/stdlib@" + strings.TrimPrefix(bi.GoVersion, "go"))})
+			rels = append(rels,
+				map[string]string{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-Package-main"},
+				map[string]string{"spdxElementId": "SPDXRef-Package-main", "relationshipType": "DEPENDS_ON", "relatedSpdxElement": "SPDXRef-Package-stdlib"})
+		}
+		for _, d := range bi.Deps {
+			m := d
+			if d.Replace != nil {
+				m = d.Replace
+			}
+			key := m.Path + "@" + m.Version
+			if _, ok := seen[key]; ok {
+				continue
+			}
+			id := fmt.Sprintf("SPDXRef-Package-%d", len(seen))
+			seen[key] = id
+			pkgs = append(pkgs, pkg{SPDXID: id, Name: m.Path, VersionInfo: m.Version, DownloadLocation: "NOASSERTION",
+				ExternalRefs: purl("pkg:golang/" + m.Path + "@" + m.Version)})
+			rels = append(rels, map[string]string{"spdxElementId": "SPDXRef-Package-main", "relationshipType": "DEPENDS_ON", "relatedSpdxElement": id})
+		}
 	}
 	doc := map[string]any{
 		"spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
 		"name":              "artifactory-pull-webhook " + version,
-		"documentNamespace": "https://spdx.org/spdxdocs/artifactory-pull-webhook-" + revision,
-		"creationInfo":      map[string]any{"created": epoch.UTC().Format(time.RFC3339), "creators": []string{"Tool: hack/image"}},
+		"documentNamespace": "https://spdx.org/spdxdocs/artifactory-pull-webhook-" + version + "-" + revision + "-" + strings.TrimPrefix(digest, "sha256:"),
+		"creationInfo":      map[string]any{"created": epoch.UTC().Format(time.RFC3339), "creators": []string{"Tool: artifactory-pull-webhook-hack-image-" + version}},
 		"packages":          pkgs, "relationships": rels,
 	}
 	b, err := json.MarshalIndent(doc, "", "  ")

@@ -4,13 +4,16 @@
 package version
 
 import (
+	"cmp"
 	"fmt"
 	"runtime/debug"
 )
 
-// Version is set with -ldflags "-X .../internal/version.Version=v1.2.3" by
-// the image build (make image); empty otherwise.
-var Version string
+// Version and Commit are set with -ldflags "-X .../internal/version.Version=v1.2.3
+// -X .../internal/version.Commit=<sha>" by the image build (make image), which
+// does not depend on Go's VCS stamping (off where GOFLAGS=-buildvcs=false);
+// empty otherwise, and then read from the build info.
+var Version, Commit string
 
 // Info is what a binary knows of its own build.
 type Info struct {
@@ -20,7 +23,7 @@ type Info struct {
 
 // Get reads the build info of the running binary.
 func Get() Info {
-	i := Info{Version: Version, Commit: "unknown", GoVersion: "unknown"}
+	i := Info{Version: Version, Commit: cmp.Or(Commit, "unknown"), GoVersion: "unknown"}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		if i.Version == "" {
@@ -35,7 +38,9 @@ func Get() Info {
 	for _, s := range bi.Settings {
 		switch s.Key {
 		case "vcs.revision":
-			i.Commit = s.Value
+			if Commit == "" {
+				i.Commit = s.Value
+			}
 		case "vcs.modified":
 			i.Modified = s.Value == "true"
 		}
@@ -54,3 +59,4 @@ func (i Info) String() string {
 	}
 	return fmt.Sprintf("version %s, commit %s, %s", i.Version, commit, i.GoVersion)
 }
+

@@ -59,4 +59,3 @@ func (i Info) String() string {
 	}
 	return fmt.Sprintf("version %s, commit %s, %s", i.Version, commit, i.GoVersion)
 }
-

@@ -644,14 +644,21 @@ func (r *Refresher) remembered(key types.NamespacedName) bool {
 // its owners see it. Messages name instances, Secrets and causes, never
 // token material.
 func (r *Refresher) event(ns *metav1.PartialObjectMetadata, eventType, reason, action, note string, args ...any) {
-	if r.recorder == nil {
+	namespaceEvent(r.recorder, ns, eventType, reason, action, note, args...)
+}
+
+// namespaceEvent records an Event regarding ns, stored in ns (a
+// cluster-scoped regarding object would put it in "default"), with
+// recorder (none when nil).
+func namespaceEvent(recorder events.EventRecorder, ns *metav1.PartialObjectMetadata, eventType, reason, action, note string, args ...any) {
+	if recorder == nil {
 		return
 	}
 	regarding := &corev1.Namespace{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 		ObjectMeta: metav1.ObjectMeta{Name: ns.Name, Namespace: ns.Name, UID: ns.UID},
 	}
-	r.recorder.Eventf(regarding, nil, eventType, reason, action, note, args...)
+	recorder.Eventf(regarding, nil, eventType, reason, action, note, args...)
 }
 
 func namespaceObject() *metav1.PartialObjectMetadata {

@@ -356,14 +356,7 @@ func declarativeOwner(sa *corev1.ServiceAccount) string {
 }
 
 func (p *SAPatcher) event(ns *metav1.PartialObjectMetadata, eventType, reason, note string, args ...any) {
-	if p.recorder == nil {
-		return
-	}
-	regarding := &corev1.Namespace{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
-		ObjectMeta: metav1.ObjectMeta{Name: ns.Name, Namespace: ns.Name, UID: ns.UID},
-	}
-	p.recorder.Eventf(regarding, nil, eventType, reason, eventActionPatch, note, args...)
+	namespaceEvent(p.recorder, ns, eventType, reason, eventActionPatch, note, args...)
 }
 
 func splitNames(v string) []string {

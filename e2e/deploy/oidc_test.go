@@ -128,26 +128,33 @@ var (
 func (r *oidcRelease) install(t *testing.T) {
 	t.Helper()
 	r.once.Do(func() {
-		ctx := context.Background()
-		if err := stack.Cluster.CreateNamespace(ctx, r.namespace, r.labels); err != nil {
-			t.Fatal(err)
-		}
-		if err := stack.Cluster.Client.Create(ctx, &corev1.ServiceAccount{
-			ObjectMeta: metav1.ObjectMeta{Name: r.fullname, Namespace: r.namespace}}); err != nil {
-			t.Fatal(err)
-		}
-		values := filepath.Join(t.TempDir(), "values.yaml")
-		if err := os.WriteFile(values, []byte(r.values), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		apply(t, stack.Cluster.Client, only(render(t, r.name, r.namespace, values), "ClusterRole", "ClusterRoleBinding",
-			"Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"))
+		r.applyRBAC(t)
 		r.waitForTokenPolicy(t)
 		r.ok = true
 	})
 	if !r.ok {
 		t.Fatalf("installing the release %s failed in an earlier test", r.name)
 	}
+}
+
+// applyRBAC creates the release's namespace and ServiceAccount and applies
+// its RBAC and policies, rendered from its values.
+func (r *oidcRelease) applyRBAC(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	if err := stack.Cluster.CreateNamespace(ctx, r.namespace, r.labels); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.Cluster.Client.Create(ctx, &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: r.fullname, Namespace: r.namespace}}); err != nil {
+		t.Fatal(err)
+	}
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte(r.values), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, stack.Cluster.Client, only(render(t, r.name, r.namespace, values), "ClusterRole", "ClusterRoleBinding",
+		"Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"))
 }
 
 func (r *oidcRelease) user() string { return "system:serviceaccount:" + r.namespace + ":" + r.fullname }

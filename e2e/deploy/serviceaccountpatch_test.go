@@ -2,8 +2,6 @@ package deploy
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -37,18 +35,7 @@ config:
     registryHosts: [example.jfrog.io]
   patchServiceAccounts: default
 `}
-	if err := stack.Cluster.CreateNamespace(ctx, r.namespace, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := stack.Cluster.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: r.fullname, Namespace: r.namespace}}); err != nil {
-		t.Fatal(err)
-	}
-	values := filepath.Join(t.TempDir(), "values.yaml")
-	if err := os.WriteFile(values, []byte(r.values), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	apply(t, stack.Cluster.Client, only(render(t, r.name, r.namespace, values), "ClusterRole", "ClusterRoleBinding",
-		"Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"))
+	r.applyRBAC(t)
 	cs, err := kubernetes.NewForConfig(r.config())
 	if err != nil {
 		t.Fatal(err)

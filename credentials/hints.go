@@ -233,10 +233,8 @@ func unauthorizedHint(xe *ExchangeError, role string) Hint {
 		// signature: the mapping, not the region, is missing.
 		return mappingHint(role)
 	}
-	partition := PartitionOf(role)
-	if partition != "" && partition != "aws" && xe.Region == "" {
-		return Hint{Cause: fmt.Sprintf("the role is in partition %s, whose STS cannot verify a signature for every region", partition),
-			Fix: fmt.Sprintf("set aws.region to the role's region (e.g. %s)", regionExample(partition))}
+	if h, ok := GlobalSigningHint(PartitionOf(role)); ok && xe.Region == "" {
+		return h
 	}
 	switch {
 	case strings.Contains(body, "AccessDenied"), strings.Contains(body, "InvalidClientTokenId"), strings.Contains(body, "ExpiredToken"),
@@ -290,14 +288,22 @@ func proxyNote() string {
 	return " (proxy variables set: " + strings.Join(set, ", ") + ")"
 }
 
-func regionExample(partition string) string {
+// GlobalSigningHint is the hint for a role of partition signed for every
+// region (no aws.region), which only the aws partition's global STS
+// endpoint verifies; ok is false for the aws partition or an unknown one.
+// The exchange's 401 and check's signing step share it.
+func GlobalSigningHint(partition string) (h Hint, ok bool) {
+	if partition == "" || partition == "aws" {
+		return Hint{}, false
+	}
+	fix := "set aws.region to the role's region"
 	switch partition {
 	case "aws-us-gov":
-		return "us-gov-west-1"
+		fix += " (e.g. us-gov-west-1)"
 	case "aws-cn":
-		return "cn-north-1"
+		fix += " (e.g. cn-north-1)"
 	}
-	return "the role's region"
+	return Hint{Cause: fmt.Sprintf("the role is in partition %s, whose STS cannot verify a signature for every region", partition), Fix: fix}, true
 }
 
 func fmtTTL(d time.Duration) string {

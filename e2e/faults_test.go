@@ -463,20 +463,9 @@ func (f *secretWriteFaults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func startSecretWriteFaults(t *testing.T, secret string) *secretWriteFaults {
 	t.Helper()
 	ctx := context.Background()
-	bundle, err := certs.Generate([]string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(bundle.Cert, bundle.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &secretWriteFaults{secret: secret, caPEM: bundle.CACert}
-	srv := httptest.NewUnstartedServer(f)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	f.url = srv.URL + "/validate"
+	f := &secretWriteFaults{secret: secret}
+	base, ca := admissionServer(t, f)
+	f.url, f.caPEM = base+"/validate", ca
 
 	cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: "apw-e2e-secret-write-faults"},
@@ -511,6 +500,26 @@ func startSecretWriteFaults(t *testing.T, secret string) *secretWriteFaults {
 		return f.seen() > 0
 	})
 	return f
+}
+
+// admissionServer serves h over TLS on loopback, as an admission webhook
+// the API server calls, until the test ends; it returns its base URL and
+// the CA bundle to register.
+func admissionServer(t *testing.T, h http.Handler) (url string, caPEM []byte) {
+	t.Helper()
+	bundle, err := certs.Generate([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(bundle.Cert, bundle.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL, bundle.CACert
 }
 
 // faultyWritesNamespace is a fresh opted-in namespace whose Secret writes go

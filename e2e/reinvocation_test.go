@@ -2,11 +2,9 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -19,7 +17,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/certs"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 )
 
@@ -80,20 +77,9 @@ func (rw *imageRewriter) seen() int {
 func TestPodWhoseImageAnotherWebhookRewritesGetsThePullSecret(t *testing.T) {
 	ctx := context.Background()
 	c := stack.Cluster.Client
-	bundle, err := certs.Generate([]string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(bundle.Cert, bundle.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rw := &imageRewriter{to: stack.Image}
-	srv := httptest.NewUnstartedServer(rw)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	url := srv.URL + "/mutate"
+	base, caPEM := admissionServer(t, rw)
+	url := base + "/mutate"
 
 	ours, err := harness.WebhookConfiguration("https://unused", nil)
 	if err != nil {
@@ -115,7 +101,7 @@ func TestPodWhoseImageAnotherWebhookRewritesGetsThePullSecret(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Name: row.config},
 				Webhooks: []admissionregistrationv1.MutatingWebhook{{
 					Name:         "image-rewriter.e2e.test",
-					ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: bundle.CACert},
+					ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caPEM},
 					Rules: []admissionregistrationv1.RuleWithOperations{{
 						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
 						Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},

@@ -288,11 +288,8 @@ func (c *checker) signing() {
 		endpoint += "; the role's partition is unknown (see caller identity), not checked"
 	}
 	if a.Region == "" {
-		if partition != "" && partition != "aws" {
-			example := map[string]string{"aws-us-gov": "us-gov-west-1", "aws-cn": "cn-north-1"}[partition]
-			c.fail("signing", fmt.Errorf("SigV4A for every region (X-Amz-Region-Set *) against sts.amazonaws.com, but the role is in partition %s", partition),
-				credentials.Hint{Cause: "only the aws partition's global STS endpoint verifies a signature for every region",
-					Fix: "set aws.region to the role's region" + map[bool]string{true: " (e.g. " + example + ")", false: ""}[example != ""]})
+		if h, ok := credentials.GlobalSigningHint(partition); ok {
+			c.fail("signing", fmt.Errorf("SigV4A for every region (X-Amz-Region-Set *) against sts.amazonaws.com, but the role is in partition %s", partition), h)
 			return
 		}
 		c.pass("signing", "SigV4A for every region (X-Amz-Region-Set *) against sts.amazonaws.com%s", endpoint)

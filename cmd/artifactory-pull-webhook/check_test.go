@@ -8,6 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 )
 
 func TestCheckUsageAndConfigFailures(t *testing.T) {
@@ -63,5 +67,30 @@ func TestCheckJSONIsOneReport(t *testing.T) {
 	}
 	if code != 1 || r.OK || len(r.Steps) != 1 || r.Steps[0].Step != "config" || r.Steps[0].Result != stepFailed || r.Steps[0].Fix == "" {
 		t.Errorf("exit %d, report %+v", code, r)
+	}
+}
+
+// TestCheckSigningJudgesThePartition: a GovCloud or China role needs
+// aws.region (its STS cannot verify a signature for every region), a
+// region of another partition than the role's fails, and the aws
+// partition signs globally.
+func TestCheckSigningJudgesThePartition(t *testing.T) {
+	creds := awssdk.AnonymousCredentials{}
+	tests := []struct {
+		role, region, result, fix string
+	}{
+		{"arn:aws:iam::123456789012:role/p", "", stepPassed, ""},
+		{"arn:aws-us-gov:iam::123456789012:role/p", "", stepFailed, "set aws.region to the role's region (e.g. us-gov-west-1)"},
+		{"arn:aws-cn:iam::123456789012:role/p", "", stepFailed, "(e.g. cn-north-1)"},
+		{"arn:aws-us-gov:iam::123456789012:role/p", "us-gov-west-1", stepPassed, ""},
+		{"arn:aws-us-gov:iam::123456789012:role/p", "eu-west-1", stepFailed, "partition aws-us-gov"},
+		{"arn:aws:iam::123456789012:role/p", "cn-north-1", stepFailed, "partition aws"},
+	}
+	for _, tc := range tests {
+		c := &checker{cfg: &config.Config{AWS: config.AWS{Region: tc.region}}, aws: creds, role: tc.role}
+		c.signing()
+		if len(c.steps) != 1 || c.steps[0].Result != tc.result || !strings.Contains(c.steps[0].Fix, tc.fix) {
+			t.Errorf("role %s, region %q: %+v, want %s with fix ∋ %q", tc.role, tc.region, c.steps, tc.result, tc.fix)
+		}
 	}
 }

@@ -157,6 +157,16 @@ func (r *oidcRelease) applyRBAC(t *testing.T) {
 		"Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"))
 }
 
+// applied is a release named name in a namespace of that name, applied
+// with values (RBAC and policies), and a clientset impersonating its
+// ServiceAccount.
+func applied(t *testing.T, name, values string) (*oidcRelease, *kubernetes.Clientset) {
+	t.Helper()
+	r := &oidcRelease{name: name, namespace: name, fullname: name + "-artifactory-pull-webhook", values: values}
+	r.applyRBAC(t)
+	return r, r.clientset(t)
+}
+
 func (r *oidcRelease) user() string { return "system:serviceaccount:" + r.namespace + ":" + r.fullname }
 
 // config impersonates the release's ServiceAccount.

@@ -10,11 +10,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
-
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
 
@@ -25,7 +23,7 @@ import (
 // other entry, a label or annotation change, and any other ServiceAccount.
 func TestChartLetsTheWebhookChangeOnlyItsPullSecretsOnDefaultServiceAccounts(t *testing.T) {
 	ctx := context.Background()
-	r := &oidcRelease{name: "apw-sapatch", namespace: "apw-sapatch", fullname: "apw-sapatch-artifactory-pull-webhook", values: `
+	_, cs := applied(t, "apw-sapatch", `
 serviceAccount:
   irsaRoleArn: arn:aws:iam::123456789012:role/artifactory-puller
 config:
@@ -34,12 +32,7 @@ config:
     url: https://example.jfrog.io
     registryHosts: [example.jfrog.io]
   patchServiceAccounts: default
-`}
-	r.applyRBAC(t)
-	cs, err := kubernetes.NewForConfig(r.config())
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	tenant := newNamespace(t, "sapatch", map[string]string{harness.OptInLabel: "enabled"}) // with its default ServiceAccount
 	sas := cs.CoreV1().ServiceAccounts(tenant)
 	// A tenant's unnamed entry ({}: name is omitempty) must not make every

@@ -9,7 +9,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
@@ -22,7 +21,7 @@ import (
 // the name without the managed-by label.
 func TestChartLetsTheWebhookWriteItsTokenSecretsAndNoOtherOpaqueSecret(t *testing.T) {
 	ctx := context.Background()
-	r := &oidcRelease{name: "apw-tokens", namespace: "apw-tokens", fullname: "apw-tokens-artifactory-pull-webhook", values: `
+	_, cs := applied(t, "apw-tokens", `
 serviceAccount:
   irsaRoleArn: arn:aws:iam::123456789012:role/artifactory-puller
 config:
@@ -31,12 +30,7 @@ config:
     url: https://example.jfrog.io
     registryHosts: [example.jfrog.io]
     tokenSecretName: artifactory-token
-`}
-	r.applyRBAC(t)
-	cs, err := kubernetes.NewForConfig(r.config())
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	tenant := newNamespace(t, "tokens", nil)
 	secret := func(name string, typ corev1.SecretType, managed bool) *corev1.Secret {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: tenant}, Type: typ,
@@ -51,7 +45,7 @@ config:
 	}
 	// The policy is loaded from a watch: wait until it refuses another
 	// Opaque Secret (RBAC lets the ServiceAccount create any Secret).
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		_, err := cs.CoreV1().Secrets(tenant).Create(ctx, secret("other", corev1.SecretTypeOpaque, true), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		return deniedByPolicy(err), nil
 	})

@@ -115,6 +115,30 @@ type Config struct {
 	// plugin then gives them to pods that name no pull secret even while
 	// the webhook is unreachable. none (the default) patches nothing.
 	PatchServiceAccounts PatchServiceAccounts `json:"patchServiceAccounts,omitempty"`
+	// ExcludeNamespaces are namespaces the webhook never acts in, labelled
+	// or not: the refresher writes no Secret there and patches no
+	// ServiceAccount. The chart sets them from webhook.excludeNamespaces
+	// and its own namespace, the namespaces its webhook configuration
+	// never sends.
+	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty"`
+}
+
+// LoginHost is the first of hosts that is no *.suffix wildcard: the host
+// to log in to; "" when all are wildcards.
+func LoginHost(hosts []string) string {
+	for _, h := range hosts {
+		if !strings.HasPrefix(h, "*.") {
+			return h
+		}
+	}
+	return ""
+}
+
+// OptsIn reports whether a namespace of that name and those labels opts
+// in: it carries the opt-in label and is not excluded.
+func (c *Config) OptsIn(name string, labels map[string]string) bool {
+	key, value, err := SplitLabel(c.NamespaceLabel)
+	return err == nil && labels[key] == value && !slices.Contains(c.ExcludeNamespaces, name)
 }
 
 // PatchServiceAccounts says which ServiceAccounts get the pull Secrets.
@@ -535,6 +559,8 @@ func (c *Config) Validate() error {
 				bad(f+".tokenSecretName", "%q is already used by instance %q; give each Secret its own name", in.TokenSecretName, other)
 			case in.Identity == IdentityServiceAccount:
 				bad(f+".tokenSecretName", "applies only to identity %s: a ServiceAccount's token is for its own pods", IdentityWebhook)
+			case LoginHost(in.RegistryHosts) == "":
+				bad(f+".tokenSecretName", "needs a registry host that is no wildcard (the token Secret's registry key)")
 			}
 			secrets[in.TokenSecretName] = in.Name
 		}

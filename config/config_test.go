@@ -100,6 +100,7 @@ func TestParseRejectsInvalidConfigNamingTheField(t *testing.T) {
 		{"retired name in use", minimal + "retiredSecretNames: [artifactory-pull]\n", "retiredSecretNames[0]"},
 		{"token Secret named as the pull Secret", minimal + "  tokenSecretName: artifactory-pull\n", "instances[0].tokenSecretName"},
 		{"token Secret name invalid", minimal + "  tokenSecretName: Token_Secret\n", "instances[0].tokenSecretName"},
+		{"token Secret with wildcard hosts only", strings.Replace(minimal, `[example.jfrog.io, "*.example.jfrog.io"]`, `["*.example.jfrog.io"]`, 1) + "  tokenSecretName: artifactory-token\n", "instances[0].tokenSecretName"},
 		{"token Secret of a ServiceAccount identity", minimal + "  identity: serviceAccount\n  tokenSecretName: artifactory-token\n", "instances[0].tokenSecretName"},
 		{"retired token Secret name in use", minimal + "  tokenSecretName: artifactory-token\nretiredSecretNames: [artifactory-token]\n", "retiredSecretNames[0]"},
 		{"retired name invalid", minimal + "retiredSecretNames: [Not_A_Name]\n", "retiredSecretNames[0]"},

@@ -91,15 +91,17 @@ func Explain(err error, role string) (h Hint, ok bool) {
 	case errors.Is(err, ErrServiceAccountTokenRefused):
 		return Hint{Cause: "the API server refused a token of the pod's ServiceAccount",
 			Fix: "check that the ServiceAccount exists and that the webhook may create serviceaccounts/token in the namespace"}, true
-	case errors.Is(err, errCredentials):
-		return ExplainCredentials(err), true
 	}
+	// Before errCredentials: the exchange wraps a role's refusal in it.
 	var re *RoleError
 	if errors.As(err, &re) {
 		id := re.ID
 		return Hint{Cause: fmt.Sprintf("STS did not let ServiceAccount %s/%s assume the role %s", id.Namespace, id.ServiceAccount, id.RoleARN),
 			Fix: fmt.Sprintf("check that the trust policy of %s names the cluster's OIDC provider and system:serviceaccount:%s:%s "+
 				"with audience sts.amazonaws.com, or annotate the ServiceAccount with a role that trusts it", id.RoleARN, id.Namespace, id.ServiceAccount)}, true
+	}
+	if errors.Is(err, errCredentials) {
+		return ExplainCredentials(err), true
 	}
 	if errors.Is(err, errNoServiceAccountToken) {
 		return Hint{Cause: "the API server gave no token of the pod's ServiceAccount for the moment",

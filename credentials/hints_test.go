@@ -124,7 +124,11 @@ func TestExplainOIDCAndSubjectFailures(t *testing.T) {
 	}
 	role := &RoleError{ID: Identity{RoleARN: "arn:aws:iam::123456789012:role/team-a", Namespace: "team-a", ServiceAccount: "api"},
 		Err: errors.New("AccessDenied: Not authorized to perform sts:AssumeRoleWithWebIdentity")}
-	if h, _ := Explain(fmt.Errorf("pull secret x: %w", role), ""); !strings.Contains(h.Fix, "system:serviceaccount:team-a:api") ||
+	// As the exchange returns it: wrapped as the credentials that failed.
+	f := newFakeArtifactory(t)
+	_, viaExchange := newTestExchanger(t, f, nil).ExchangeWith(context.Background(),
+		aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) { return aws.Credentials{}, role }))
+	if h, _ := Explain(fmt.Errorf("pull secret x: %w", viaExchange), ""); !strings.Contains(h.Fix, "system:serviceaccount:team-a:api") ||
 		!strings.Contains(h.Fix, "arn:aws:iam::123456789012:role/team-a") {
 		t.Errorf("a ServiceAccount's refused role: %+v", h)
 	}

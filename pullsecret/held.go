@@ -37,7 +37,7 @@ func (s *Store) HeldExpiries(ctx context.Context, cfg *config.Config) map[string
 	for i := range list.Items {
 		sec := &list.Items[i]
 		t, ok := ts.of(sec)
-		if !ok {
+		if !ok || t.token { // what pods pull with: pull Secrets only
 			continue
 		}
 		inst := t.inst

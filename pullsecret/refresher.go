@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -128,6 +129,7 @@ type Refresher struct {
 	// provision writes the Secrets of identity webhook instances when a
 	// namespace opts in (config provisionOnOptIn).
 	provision bool
+	cfg       *config.Config
 	proofs    credentials.Backoff // spaces out the retries of refused ServiceAccounts
 
 	mu      sync.Mutex
@@ -149,7 +151,7 @@ func NewRefresher(o RefresherOptions) (*Refresher, error) {
 	}
 	r := &Refresher{
 		store: o.Store, reader: o.Reader, secrets: o.Secrets, retry: o.Retry, ready: o.Ready, recorder: o.Recorder, metrics: o.Metrics,
-		log: o.Log, now: o.Now, nsKey: key, nsValue: value, cleanup: o.Config.Cleanup(), provision: o.Config.Provision(),
+		log: o.Log, now: o.Now, nsKey: key, nsValue: value, cleanup: o.Config.Cleanup(), provision: o.Config.Provision(), cfg: o.Config,
 		targets: newTargets(o.Config.Instances), sas: o.ServiceAccounts,
 		proofs:  credentials.Backoff{Base: DefaultWriteBackoffBase, Cap: o.Config.BackoffCap.Duration},
 		wanted:  map[types.NamespacedName]target{},
@@ -245,7 +247,7 @@ func (r *Refresher) secretEvents() handler.EventHandler {
 // Secret of every instance with identity webhook.
 func (r *Refresher) secretsOf(ctx context.Context, ns client.Object) []reconcile.Request {
 	seen := map[types.NamespacedName]bool{}
-	if ns.GetLabels()[r.nsKey] == r.nsValue && ns.GetDeletionTimestamp() == nil {
+	if r.cfg.OptsIn(ns.GetName(), ns.GetLabels()) && ns.GetDeletionTimestamp() == nil {
 		if r.provision {
 			for name, in := range r.targets.byName {
 				if !in.PerServiceAccount() {
@@ -328,6 +330,9 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		return reconcile.Result{}, nil
 	}
 	optedIn := ns.Labels[r.nsKey] == r.nsValue
+	// An excluded namespace gets nothing written, but what admission wrote
+	// before it was excluded is still refreshed (or cleaned up at opt-out).
+	excluded := slices.Contains(r.cfg.ExcludeNamespaces, ns.Name)
 	if !optedIn && t.id.IsWebhook() {
 		return r.optedOut(ctx, ns, t, req.NamespacedName)
 	}
@@ -344,7 +349,7 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		// Written here only when provisioning an opted-in namespace;
 		// otherwise admission creates it when a pod needs it.
 		pull := r.provision && t.id.IsWebhook() && !t.inst.PerServiceAccount() && req.Name == t.inst.SecretName
-		if !optedIn || !(pull || t.token) {
+		if !optedIn || excluded || !(pull || t.token) {
 			return reconcile.Result{}, nil
 		}
 		provisioning = true
@@ -517,6 +522,12 @@ func (r *Refresher) failed(ns *metav1.PartialObjectMetadata, t target, key types
 			msg, kv = "pull secret name is taken by another installation's Secret; not touching it", []any{"owner", conflict.Installation}
 		}
 		r.log.Info(msg, append(append([]any{"namespace", ns.Name}, who...), kv...)...)
+		if t.token {
+			// Admission never mentions a token Secret: say it here.
+			r.event(ns, corev1.EventTypeWarning, ReasonWriteFailed, eventActionRefresh,
+				"token secret %s of instance %s not written: a Secret of that name exists that this installation does not manage; "+
+					"rename one of them (tokenSecretName)", key.Name, inst.Name)
+		}
 		return reconcile.Result{}, nil
 	}
 	var werr *WriteError

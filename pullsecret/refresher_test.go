@@ -495,3 +495,23 @@ func TestRefresherKeepsTheGenericTokenSecret(t *testing.T) {
 		t.Error("the token Secret survived the opt-out")
 	}
 }
+
+// TestRefresherWritesNothingInAnExcludedNamespace: a namespace the webhook
+// configuration never sends (config excludeNamespaces) gets no provisioned
+// pull Secret and no token Secret, opt-in label or not.
+func TestRefresherWritesNothingInAnExcludedNamespace(t *testing.T) {
+	h := refresherOn(t, newHarness(t, interceptor.Funcs{}, namespaceWith(optedInLabels)), true, func(c *config.Config) {
+		c.Instances[0].TokenSecretName = "artifactory-token"
+		c.ExcludeNamespaces = []string{ns}
+	})
+	if reqs := h.r.secretsOf(context.Background(), namespaceWith(optedInLabels)); len(reqs) != 0 {
+		t.Errorf("an excluded namespace maps to %v", reqs)
+	}
+	h.reconcile(t)
+	if _, err := h.r.Reconcile(context.Background(), reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: "artifactory-token"}}); err != nil {
+		t.Fatal(err)
+	}
+	if h.calls["create"] != 0 {
+		t.Errorf("calls %v in an excluded namespace", h.calls)
+	}
+}

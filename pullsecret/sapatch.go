@@ -114,6 +114,7 @@ type SAPatcher struct {
 	metrics  *metrics.Metrics
 	log      logr.Logger
 	all      bool
+	cfg      *config.Config
 	names    []string // the pull Secrets of identity webhook instances
 	instance map[string]string
 	nsKey    string
@@ -132,7 +133,7 @@ func NewSAPatcher(o SAPatcherOptions) (*SAPatcher, error) {
 		return nil, err
 	}
 	p := &SAPatcher{reader: o.Reader, sas: o.ServiceAccounts, client: o.Client, recorder: o.Recorder, metrics: o.Metrics, log: o.Log,
-		all: mode == config.PatchAll, nsKey: key, nsValue: value, instance: map[string]string{},
+		all: mode == config.PatchAll, cfg: o.Config, nsKey: key, nsValue: value, instance: map[string]string{},
 		books: PatchedPullSecretsAnnotation(o.Config.Installation), retired: o.Config.RetiredSecretNames}
 	for _, in := range o.Config.Instances {
 		if !in.PerServiceAccount() && !slices.Contains(p.names, in.SecretName) {
@@ -166,8 +167,10 @@ func (p *SAPatcher) SetupWithManager(mgr ctrl.Manager, secrets []cache.Cache, se
 	for _, c := range secrets {
 		b = b.WatchesRawSource(source.Kind(c, client.Object(&corev1.Secret{}), secretPresence(p.names)))
 	}
+	// Creations, and updates of its books (the cache keeps no other
+	// annotation): an opt-out right after a patch finds them.
 	return b.WatchesRawSource(source.Kind(serviceAccounts, client.Object(ServiceAccountObject()), toNamespace,
-		predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).Complete(p)
+		predicate.AnnotationChangedPredicate{})).Complete(p)
 }
 
 // secretPresence enqueues the namespace of a managed Secret of names that
@@ -200,7 +203,7 @@ func (p *SAPatcher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if ns.DeletionTimestamp != nil {
 		return reconcile.Result{}, nil
 	}
-	optedIn := ns.Labels[p.nsKey] == p.nsValue
+	optedIn := p.cfg.OptsIn(ns.Name, ns.Labels)
 	if !optedIn && p.sas != nil {
 		// Nothing to take back unless a ServiceAccount here carries the books.
 		list := &metav1.PartialObjectMetadataList{}

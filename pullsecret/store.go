@@ -326,7 +326,7 @@ const (
 	TokenSecretUsername   = "username"
 	TokenSecretToken      = "token"
 	TokenSecretURL        = "url"
-	TokenSecretRegistry   = "registry"   // the instance's first registry host
+	TokenSecretRegistry   = "registry"   // the instance's first registry host that is no wildcard
 	TokenSecretRegistries = "registries" // all of them, comma-separated
 )
 
@@ -337,7 +337,7 @@ func secretData(t target, cred credentials.Credential) (map[string][]byte, error
 			TokenSecretUsername:   []byte(cred.Username),
 			TokenSecretToken:      []byte(cred.Token.Reveal()),
 			TokenSecretURL:        []byte(t.inst.URL),
-			TokenSecretRegistry:   []byte(t.inst.RegistryHosts[0]),
+			TokenSecretRegistry:   []byte(config.LoginHost(t.inst.RegistryHosts)),
 			TokenSecretRegistries: []byte(hostsValue(t.inst.RegistryHosts)),
 		}, nil
 	}

@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/url"
 	"os"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,7 +38,10 @@ const (
 	DefaultRequestTimeout   = 5 * time.Second
 	DefaultExchangeTimeout  = 4 * time.Second
 	DefaultBackoffCap       = 5 * time.Minute
-	MinTokenTTL             = 10 * time.Second
+	// DefaultWritesPerSecond paces the refresher's Secret writes (see
+	// Refresh.WritesPerSecond).
+	DefaultWritesPerSecond = 50.0
+	MinTokenTTL            = 10 * time.Second
 	// MaxServiceAccountSecretPrefix is the longest secretName of an
 	// instance with identity serviceAccount: a ServiceAccount's Secret name
 	// longer than 253 is cut to 236 characters and a 17-character hash, and
@@ -121,6 +126,21 @@ type Config struct {
 	// and its own namespace, the namespaces its webhook configuration
 	// never sends.
 	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty"`
+	// Refresh paces the refresher's rewrites at each token rotation.
+	Refresh Refresh `json:"refresh"`
+}
+
+// Refresh paces the refresher.
+type Refresh struct {
+	// WritesPerSecond caps the refresher's writes of managed Secrets
+	// (create, update, delete) at this rate (default
+	// DefaultWritesPerSecond): at a rotation every managed Secret is
+	// rewritten, and the old token stays valid until it expires, so the
+	// writes are spread out instead of hitting the API server at once.
+	// Admission writes are never paced. The rate must rewrite every
+	// managed Secret within a quarter of the smallest refresh window
+	// (RotationBudget): checked against the count at start.
+	WritesPerSecond float64 `json:"writesPerSecond"`
 }
 
 // LoginHost is the first of hosts that is no *.suffix wildcard: the host
@@ -422,6 +442,9 @@ func (c *Config) applyDefaults() {
 	if c.BackoffCap.Duration == 0 {
 		c.BackoffCap.Duration = DefaultBackoffCap
 	}
+	if c.Refresh.WritesPerSecond == 0 {
+		c.Refresh.WritesPerSecond = DefaultWritesPerSecond
+	}
 	for i := range c.Instances {
 		in := &c.Instances[i]
 		if in.SecretName == "" {
@@ -483,6 +506,9 @@ func (c *Config) Validate() error {
 	if c.BackoffCap.Duration < time.Second || c.BackoffCap.Duration > time.Hour {
 		bad("backoffCap", "must be between 1s and 1h, got %s", c.BackoffCap)
 	}
+	if w := c.Refresh.WritesPerSecond; w <= 0 || math.IsInf(w, 0) || math.IsNaN(w) {
+		bad("refresh.writesPerSecond", "must be a positive number, got %v", w)
+	}
 	switch c.AWS.AuthType {
 	case AuthAuto, AuthWebIdentity, AuthPodIdentity, AuthDefault:
 	default:
@@ -541,6 +567,14 @@ func (c *Config) Validate() error {
 			bad(f+".tokenTTL", "%s leaves %s to refresh a token (refreshThreshold %v), not more than backoffCap %s: "+
 				"a failed refresh might not be retried before the token expires; raise tokenTTL or lower backoffCap",
 				in.TokenTTL, refresh, c.RefreshThreshold, c.BackoffCap)
+		}
+		if w := c.Refresh.WritesPerSecond; w > 0 && !math.IsInf(w, 0) && in.TokenTTL.Duration >= MinTokenTTL {
+			// The least a rate must do: write one Secret within the budget.
+			if budget := c.RefreshWindow(in) / RotationShare; secondsPer(1, w) > budget {
+				bad("refresh.writesPerSecond", "%v writes one Secret every %s, more than a quarter (%s) of the %s between refresh "+
+					"point and expiry of %s; set refresh.writesPerSecond to at least %s", w, Seconds(secondsPer(1, w)), Seconds(budget),
+					ShortDuration(c.RefreshWindow(in)), f, formatRate(NeededRate(1, budget)))
+			}
 		}
 		if in.ExchangeTimeout.Duration <= 0 || in.ExchangeTimeout.Duration > c.RequestTimeout.Duration {
 			bad(f+".exchangeTimeout", "must be positive and at most requestTimeout (%s), got %s", c.RequestTimeout, in.ExchangeTimeout)
@@ -697,6 +731,83 @@ var (
 // and its expiry: tokenTTL × refreshThreshold.
 func (c *Config) RefreshWindow(inst Instance) time.Duration {
 	return time.Duration(float64(inst.TokenTTL.Duration) * c.RefreshThreshold)
+}
+
+// RotationShare: a rotation of every managed Secret must fit in
+// 1/RotationShare of the refresh window, leaving the rest for retries
+// (failed writes, a failed mint, a leader change) before the old token
+// expires.
+const RotationShare = 4
+
+// RotationBudget is the longest a rotation may take: a quarter of the
+// smallest refresh window among the instances, and that window.
+func (c *Config) RotationBudget() (budget, window time.Duration) {
+	for i, in := range c.Instances {
+		if w := c.RefreshWindow(in); i == 0 || w < window {
+			window = w
+		}
+	}
+	return window / RotationShare, window
+}
+
+// RotationDuration is how long refresh.writesPerSecond takes to rewrite
+// managed Secrets.
+func (c *Config) RotationDuration(managed int) time.Duration {
+	return secondsPer(managed, c.Refresh.WritesPerSecond)
+}
+
+// CheckRotation reports a refresh.writesPerSecond too low to rewrite the
+// managed Secrets (their count) within RotationBudget, naming the rate
+// that would be needed. The refresher writes them in the order their
+// tokens become due, one rotation after the other: the whole count, not
+// one instance's, must fit in the smallest window's budget.
+func (c *Config) CheckRotation(managed int) error {
+	budget, window := c.RotationBudget()
+	took := c.RotationDuration(managed)
+	if took <= budget {
+		return nil
+	}
+	return fmt.Errorf("refresh.writesPerSecond %v rotates %d managed Secrets in %s, more than a quarter (%s) of the %s "+
+		"between refresh point and expiry; set refresh.writesPerSecond to at least %s",
+		c.Refresh.WritesPerSecond, managed, Seconds(took), Seconds(budget), ShortDuration(window),
+		formatRate(NeededRate(managed, budget)))
+}
+
+// NeededRate is the lowest whole (or, below 1, tenth of a) writes per
+// second that writes n Secrets within budget.
+func NeededRate(n int, budget time.Duration) float64 {
+	if budget <= 0 {
+		return math.Inf(1)
+	}
+	r := float64(n) / budget.Seconds()
+	if r < 1 {
+		return math.Ceil(r*10) / 10
+	}
+	return math.Ceil(r)
+}
+
+// Seconds writes d in seconds, to the millisecond: "800s", "0.25s".
+func Seconds(d time.Duration) string {
+	return strconv.FormatFloat(math.Round(d.Seconds()*1000)/1000, 'f', -1, 64) + "s"
+}
+
+// ShortDuration is d.String() without zero trailing units: "45m", "3h".
+func ShortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func formatRate(r float64) string { return strconv.FormatFloat(r, 'f', -1, 64) }
+
+// secondsPer is the time n writes take at rate per second.
+func secondsPer(n int, rate float64) time.Duration {
+	return time.Duration(float64(n) / rate * float64(time.Second))
 }
 
 // CheckFailover reports instances whose tokens would expire before a

@@ -37,6 +37,7 @@ type Metrics struct {
 	cacheLookups      *prometheus.CounterVec
 	secretWrites      *prometheus.CounterVec
 	expiry            *expiryCollector
+	rotation          *rotationCollector
 	failures          *prometheus.GaugeVec
 	backoff           *prometheus.GaugeVec
 	backoffSkips      *prometheus.CounterVec
@@ -121,10 +122,25 @@ func New(reg prometheus.Registerer) *Metrics {
 				[]string{"instance"}, nil),
 			now: time.Now,
 		},
+		rotation: &rotationCollector{
+			managed: prometheus.NewDesc("artifactory_pull_rotation_managed_secrets",
+				"Managed Secrets of this installation the refresher rewrites at each token rotation (pull Secrets, "+
+					"ServiceAccounts' included, and token Secrets), counted in the informer caches at scrape time.",
+				nil, nil),
+			projected: prometheus.NewDesc("artifactory_pull_rotation_projected_seconds",
+				"Projected duration of a rotation: artifactory_pull_rotation_managed_secrets / refresh.writesPerSecond.",
+				nil, nil),
+			budget: prometheus.NewDesc("artifactory_pull_rotation_budget_seconds",
+				"The longest a rotation may take: a quarter of the smallest refresh window (tokenTTL x refreshThreshold). "+
+					"artifactory_pull_rotation_projected_seconds above it: raise refresh.writesPerSecond.",
+				nil, nil),
+			writesPerSecond: prometheus.NewDesc("artifactory_pull_rotation_writes_per_second",
+				"The refresher's write pace, refresh.writesPerSecond.", nil, nil),
+		},
 	}
 	if reg != nil {
 		reg.MustRegister(m.admissions, m.admissionDuration, m.unparseableImages, m.exchanges,
-			m.cacheLookups, m.secretWrites, m.expiry, m.failures, m.backoff, m.backoffSkips, m.adoptions, m.lifecycle, m.roleProofs)
+			m.cacheLookups, m.secretWrites, m.expiry, m.rotation, m.failures, m.backoff, m.backoffSkips, m.adoptions, m.lifecycle, m.roleProofs)
 	}
 	return m
 }
@@ -299,4 +315,55 @@ func (c *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	for inst, t := range src() {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, t.Sub(now).Seconds(), inst)
 	}
+}
+
+// SetRotationSource makes the rotation gauges report, at scrape time,
+// count's number of managed Secrets (artifactory_pull_rotation_managed_secrets),
+// their projected rotation duration at writesPerSecond
+// (artifactory_pull_rotation_projected_seconds), the budget a rotation
+// must fit in (artifactory_pull_rotation_budget_seconds) and the pace
+// itself (artifactory_pull_rotation_writes_per_second). Counting costs a
+// scrape a walk of the informer caches, and an admission nothing. While
+// count fails (before the caches sync) only the pace and budget have a
+// sample; without a source none has.
+func (m *Metrics) SetRotationSource(writesPerSecond float64, budget time.Duration, count func() (int, error)) {
+	if m == nil {
+		return
+	}
+	m.rotation.mu.Lock()
+	defer m.rotation.mu.Unlock()
+	m.rotation.wps, m.rotation.budgetSeconds, m.rotation.count = writesPerSecond, budget.Seconds(), count
+}
+
+type rotationCollector struct {
+	managed, projected, budget, writesPerSecond *prometheus.Desc
+
+	mu            sync.Mutex
+	wps           float64
+	budgetSeconds float64
+	count         func() (int, error)
+}
+
+func (c *rotationCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.managed
+	ch <- c.projected
+	ch <- c.budget
+	ch <- c.writesPerSecond
+}
+
+func (c *rotationCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	wps, budget, count := c.wps, c.budgetSeconds, c.count
+	c.mu.Unlock()
+	if count == nil || wps <= 0 {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.writesPerSecond, prometheus.GaugeValue, wps)
+	ch <- prometheus.MustNewConstMetric(c.budget, prometheus.GaugeValue, budget)
+	n, err := count()
+	if err != nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.managed, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(c.projected, prometheus.GaugeValue, float64(n)/wps)
 }

@@ -25,5 +25,18 @@
 // that is deleted or edited, and deletes the managed Secrets of a namespace
 // that stops opting in (Store.Delete). It records Events on the namespace.
 //
+// A rotation rewrites every managed Secret, so the refresher's writes are
+// paced (config refresh.writesPerSecond; Options.RefreshPace) and go
+// through a client of its own (Options.RefreshWriter); admissions' writes
+// are never paced and share no client with it. Both write through one
+// Store, which keeps sharing a write of a Secret between them: the
+// refresher waits for its pace before a write is shared, never inside one.
+// Secrets are written in the order their tokens become due: each is
+// requeued for just after its refresh point, the delaying queue hands them
+// out in that order, and the pace serves waiting writes first come, first
+// served. ManagedSecrets counts what a rotation writes; at start the count
+// must fit in a quarter of the smallest refresh window
+// (config.CheckRotation), and it feeds the rotation gauges.
+//
 // It knows credentials (tokens) but nothing about admission or pods.
 package pullsecret

@@ -197,6 +197,21 @@ func (r *Refresher) SetupWithManager(mgr ctrl.Manager) error {
 		// Every managed Secret waits in the queue for its next refresh
 		// point: the classic delaying queue holds such an item in about a
 		// third of the priority queue's memory.
+		//
+		// Order under the write pace: the delaying queue releases items in
+		// RequeueAfter order (a heap by ready time) into a FIFO, the four
+		// workers take them in that order, and the Store's pace (a token
+		// bucket: x/time/rate reserves slots in call order) lets their
+		// writes through in the order they asked. So the Secrets whose
+		// tokens became due first are written first, give or take the
+		// four in hand; Secrets of one identity share one token and one
+		// refresh point. A Secret whose token is due later (another
+		// instance, a shorter TTL) can queue behind a rotation still being
+		// written, for at most the whole rotation: the start check
+		// (config.CheckRotation) makes all managed Secrets, not one
+		// instance's, fit in a quarter of the smallest refresh window, so
+		// none is left holding an expired token. Reconciles that write
+		// nothing (a leader's start) take no pace.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4, UsePriorityQueue: ptr.To(false)}).
 		Complete(r)
 }

@@ -33,9 +33,19 @@ type Options struct {
 	// Reader is an informer cache holding only managed Secrets (selected by
 	// the managed-by label): the hot path reads here, never the API server.
 	Reader client.Reader
-	// Writer talks to the API server directly.
+	// Writer talks to the API server directly: admissions write through
+	// it, and the refresher too when RefreshWriter is nil.
 	Writer client.Client
-	Tokens TokenSource
+	// RefreshWriter is the refresher's own client to the API server
+	// (optional): the refresher's reads and writes of a Secret (Sync,
+	// deletes) go through it, never through Writer, so that a rotation's
+	// writes share no client, and no client-side limit, with admissions.
+	RefreshWriter client.Client
+	// RefreshPace, when set, paces the refresher's writes: one Wait per
+	// write of a Secret (config refresh.writesPerSecond), taken before the
+	// write is shared with other callers (see Store).
+	RefreshPace Pacer
+	Tokens      TokenSource
 	// Fingerprints are the credentials.Fingerprint of each instance's
 	// tokens, by instance name (none when absent).
 	Fingerprints map[string]string
@@ -53,6 +63,12 @@ type Options struct {
 	Now          func() time.Time
 	Metrics      *metrics.Metrics
 	Log          logr.Logger
+}
+
+// Pacer paces writes (flowcontrol.RateLimiter satisfies it).
+type Pacer interface {
+	// Wait blocks until the next write may start, or ctx ends.
+	Wait(ctx context.Context) error
 }
 
 // recentWrite bounds how long the Store trusts its own record of a write
@@ -83,9 +99,21 @@ const DefaultWriteBackoffBase = 5 * time.Second
 // in flight is shared with every caller. So while the API server refuses a
 // Secret, it sees one write per admission (concurrent ones share it) and at
 // most one by the refresher per backoff step, never the two piling up.
+//
+// The refresher's writes are paced (RefreshPace) and go through its own
+// client (RefreshWriter); admissions' are never paced. Both writers share
+// one Store, so that a write of one Secret is still shared between them and
+// the record of a recent write serves both (two Stores would each write).
+// The refresher waits for its pace before it starts or joins a shared
+// write, never inside one: an admission that joins a write the refresher
+// started waits for that one request only, never for the refresher's
+// queue. The shared write runs with the client of the caller that started
+// it.
 type Store struct {
 	reader    client.Reader
 	writer    client.Client
+	refresh   client.Client // the refresher's client
+	pace      Pacer         // nil: unpaced
 	tokens    TokenSource
 	prints    map[string]string // fingerprints by instance
 	install   string
@@ -130,16 +158,40 @@ func (e *WriteError) Error() string {
 func (e *WriteError) Unwrap() error { return e.Err }
 
 // writer is who asks for a write: admissions always try, the refresher
-// waits out a Secret's write backoff.
+// waits out a Secret's write backoff and its pace, and writes through its
+// own client.
 type writer struct {
-	name  string // the writer label of secret_writes_total
-	waits bool
+	name      string // the writer label of secret_writes_total
+	waits     bool
+	refresher bool
 }
 
 var (
 	admissionWriter = writer{name: metrics.WriterAdmission}
-	refresherWriter = writer{name: metrics.WriterRefresher, waits: true}
+	refresherWriter = writer{name: metrics.WriterRefresher, waits: true, refresher: true}
 )
+
+// client is w's client to the API server.
+func (s *Store) client(w writer) client.Client {
+	if w.refresher {
+		return s.refresh
+	}
+	return s.writer
+}
+
+// paced waits for the refresher's next write (no wait for admissions). The
+// limiter's waiters are served in the order they called (x/time/rate
+// reserves a slot per call), so writes keep the order the refresher's
+// workers took their Secrets from the queue in.
+func (s *Store) paced(ctx context.Context, w writer) error {
+	if !w.refresher || s.pace == nil {
+		return nil
+	}
+	if err := s.pace.Wait(ctx); err != nil {
+		return fmt.Errorf("waiting for the refresher's write pace (refresh.writesPerSecond): %w", err)
+	}
+	return nil
+}
 
 // writeRecord is what the Store last wrote to a Secret, until the cache
 // shows it: the annotations that identify the content and its data digest.
@@ -153,6 +205,8 @@ func NewStore(o Options) *Store {
 	s := &Store{
 		reader:    o.Reader,
 		writer:    o.Writer,
+		refresh:   o.RefreshWriter,
+		pace:      o.RefreshPace,
 		tokens:    o.Tokens,
 		prints:    o.Fingerprints,
 		install:   o.Installation,
@@ -164,6 +218,9 @@ func NewStore(o Options) *Store {
 		written:   map[types.NamespacedName]writeRecord{},
 		failed:    map[types.NamespacedName]writeFailure{},
 		digests:   map[string]contentDigest{},
+	}
+	if s.refresh == nil {
+		s.refresh = s.writer
 	}
 	if s.backoff.Base <= 0 {
 		s.backoff.Base = DefaultWriteBackoffBase
@@ -402,6 +459,10 @@ func (s *Store) write(ctx context.Context, w writer, key types.NamespacedName, e
 			return "", err
 		}
 	}
+	// Outside the flight: an admission joining it must not wait for the pace.
+	if err := s.paced(ctx, w); err != nil {
+		return "", err
+	}
 	ran := false // set only in the caller whose function the flight runs
 	ch := s.flights.DoChan(key.String(), func() (any, error) {
 		ran = true
@@ -538,7 +599,7 @@ func recordOf(sec *corev1.Secret, at time.Time) writeRecord {
 // create writes a new Secret. AlreadyExists means the cache lagged behind
 // another writer or a foreign Secret holds the name: update resolves both.
 func (s *Store) create(ctx context.Context, w writer, desired *corev1.Secret, stale func(*corev1.Secret) bool) (Action, error) {
-	err := s.writer.Create(ctx, desired)
+	err := s.client(w).Create(ctx, desired)
 	s.metrics.SecretWrite(w.name, "create", err)
 	if err == nil {
 		return ActionCreated, nil
@@ -560,7 +621,7 @@ func (s *Store) update(ctx context.Context, w writer, key types.NamespacedName, 
 	var wrongType *corev1.Secret
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		next := &corev1.Secret{}
-		if err := s.writer.Get(ctx, key, next); err != nil {
+		if err := s.client(w).Get(ctx, key, next); err != nil {
 			return fmt.Errorf("reading from the API server: %w", err)
 		}
 		// The digest annotation belongs to the cache: one found on the
@@ -588,7 +649,7 @@ func (s *Store) update(ctx context.Context, w writer, key types.NamespacedName, 
 		}
 		next.Data = desired.Data
 		next.StringData = nil
-		err := s.writer.Update(ctx, next)
+		err := s.client(w).Update(ctx, next)
 		s.metrics.SecretWrite(w.name, "update", err)
 		return err
 	})
@@ -608,14 +669,14 @@ func (s *Store) update(ctx context.Context, w writer, key types.NamespacedName, 
 // alone (a Conflict: the write is retried later).
 func (s *Store) replace(ctx context.Context, w writer, cur, desired *corev1.Secret) (Action, error) {
 	uid, rv := cur.UID, cur.ResourceVersion
-	err := s.writer.Delete(ctx, cur, client.Preconditions{UID: &uid, ResourceVersion: &rv})
+	err := s.client(w).Delete(ctx, cur, client.Preconditions{UID: &uid, ResourceVersion: &rv})
 	s.metrics.SecretWrite(w.name, "delete", err)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return "", fmt.Errorf("deleting the managed Secret of type %q to recreate it as %q: %w", cur.Type, desired.Type, err)
 	}
 	s.log.Info("replacing managed pull secret of the wrong type", "namespace", cur.Namespace, "secret", cur.Name,
 		"type", string(cur.Type))
-	err = s.writer.Create(ctx, desired)
+	err = s.client(w).Create(ctx, desired)
 	s.metrics.SecretWrite(w.name, "create", err)
 	if apierrors.IsAlreadyExists(err) {
 		// Another writer recreated it first. Of the right type, update
@@ -623,7 +684,7 @@ func (s *Store) replace(ctx context.Context, w writer, cur, desired *corev1.Secr
 		// (and backs off) rather than replacing it in a loop.
 		key := client.ObjectKeyFromObject(desired)
 		again := &corev1.Secret{}
-		if err := s.writer.Get(ctx, key, again); err != nil {
+		if err := s.client(w).Get(ctx, key, again); err != nil {
 			return "", fmt.Errorf("reading the recreated Secret: %w", err)
 		}
 		if again.Type != desired.Type {

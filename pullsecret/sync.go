@@ -126,8 +126,11 @@ func (s *Store) deleteOwned(ctx context.Context, key types.NamespacedName) (stri
 		return "", false, nil
 	}
 	instance := cur.Annotations[AnnotationInstance]
+	if err := s.paced(ctx, refresherWriter); err != nil {
+		return instance, false, err
+	}
 	uid, rv := cur.UID, cur.ResourceVersion
-	err = s.writer.Delete(ctx, cur, client.Preconditions{UID: &uid, ResourceVersion: &rv})
+	err = s.refresh.Delete(ctx, cur, client.Preconditions{UID: &uid, ResourceVersion: &rv})
 	s.metrics.SecretWrite(refresherWriter.name, "delete", err)
 	if apierrors.IsNotFound(err) {
 		return instance, false, nil

@@ -205,9 +205,16 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
+	// The refresher writes through a client of its own, at its own pace.
+	refreshClient, err := refresherClient(restCfg, scheme, mgr.GetRESTMapper())
+	if err != nil {
+		return err
+	}
 	store := pullsecret.NewStore(pullsecret.Options{
 		Reader:           secrets,
 		Writer:           direct,
+		RefreshWriter:    refreshClient,
+		RefreshPace:      refreshPace(cfg),
 		Tokens:           tokens,
 		Fingerprints:     prints,
 		Installation:     cfg.Installation,
@@ -250,6 +257,17 @@ func run(ctx context.Context, f flags) error {
 	// reporting ready, so a restart makes no new exchange.
 	warm := &warmup{mgr: mgr, secrets: secrets, checkpoint: checkpoint, tokens: tokens, done: make(chan struct{}),
 		serviceAccounts: cfg.PerServiceAccount()}
+	if refresh.enabled {
+		warm.rotation = rotationCheck(log, cfg, store)
+		// The rotation gauges: what a rotation would take, read from the
+		// informer caches at scrape time.
+		budget, _ := cfg.RotationBudget()
+		m.SetRotationSource(cfg.Refresh.WritesPerSecond, budget, func() (int, error) {
+			ctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			return store.ManagedSecrets(ctx, cfg)
+		})
+	}
 	if err := mgr.Add(warm); err != nil {
 		return err
 	}

@@ -22,6 +22,9 @@ type warmup struct {
 	done       chan struct{}
 	// serviceAccounts: the ServiceAccount metadata informer is started too.
 	serviceAccounts bool
+	// rotation, when set, checks the synced caches before ready (see
+	// rotationCheck); its error stops the process.
+	rotation func(context.Context) error
 }
 
 func (w *warmup) Start(ctx context.Context) error {
@@ -39,6 +42,11 @@ func (w *warmup) Start(ctx context.Context) error {
 	}
 	if err := w.secrets.WaitForSync(ctx); err != nil {
 		return err
+	}
+	if w.rotation != nil {
+		if err := w.rotation(ctx); err != nil {
+			return err
+		}
 	}
 	if w.checkpoint != nil {
 		if err := w.checkpoint.Seed(ctx, w.tokens); err != nil {

@@ -43,6 +43,14 @@ const (
 	teamRole         = "arn:aws:iam::111122223333:role/bench-team-puller"
 	teamUser         = "bench-team-puller"
 	warmSAPrefix     = "bench-warm-sa"
+
+	// Instance "scale": the Secret of the memory and rotation-at-scale
+	// scenarios, with tokens that live scaleTTL; the rotation at scale
+	// restarts the webhook with scaleRotatedTTL.
+	scaleHost       = "scale.registry.test"
+	scaleSecret     = "artifactory-pull-scale"
+	scaleTTL        = time.Hour
+	scaleRotatedTTL = 59 * time.Minute
 )
 
 // bench is the running stack, the webhook under test and the reference
@@ -55,7 +63,8 @@ type bench struct {
 	adjust  func(*harness.WebhookOptions)
 	ref     *exec.Cmd
 	refDone chan struct{}
-	floor   *target
+	raw     *target // TLS + HTTP only (rawHandler)
+	floor   *target // plus controller-runtime's AdmissionReview envelope (floorHandler)
 	decode  *target
 	hook    *target
 	host    string // registry host of instance "main"
@@ -90,14 +99,7 @@ func newBench(ctx context.Context, o options) (_ *bench, err error) {
 	if b.kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
-	conf := b.config()
-	// One replica, refreshing without a Lease: Lease renewals would
-	// otherwise show up as API requests during the warm runs, which count
-	// only what admissions cost.
-	b.adjust = func(w *harness.WebhookOptions) {
-		w.Config = conf
-		w.Args = append(w.Args, "--leader-elect=false")
-	}
+	b.adjust = b.adjustFor(scaleTTL, true)
 	say("starting the webhook")
 	if err = b.stack.StartWebhook(ctx, harness.PodIdentity, b.adjust); err != nil {
 		return nil, fmt.Errorf("starting the webhook: %w", err)
@@ -109,48 +111,79 @@ func newBench(ctx context.Context, o options) (_ *bench, err error) {
 	if b.hook, err = newTarget(b.stack.Webhook.URL(), b.stack.Webhook.CABundle, maxConc); err != nil {
 		return nil, err
 	}
-	say("starting the reference webhooks (floor, decode)")
+	say("starting the reference webhooks (raw, floor, decode)")
 	if err = b.startReference(ctx, maxConc); err != nil {
 		return nil, err
 	}
 	return b, nil
 }
 
-// config is the stack's configuration with an extra instance whose tokens
-// live 20 s, so that a rotation happens within the run (backoffCap must
-// stay below the 10 s left to refresh them), and one that mints as the
-// pod's ServiceAccount (fallback none: a pod whose ServiceAccount names no
-// role gets no Secret, so a scenario that fell back could not pass).
-func (b *bench) config() string {
+// config is the stack's configuration: instance main; instance rotate,
+// whose tokens live 20 s, so that a rotation happens within the run
+// (backoffCap must stay below the 10 s left to refresh them); instance
+// team, which mints as the pod's ServiceAccount (fallback none: a pod whose
+// ServiceAccount names no role gets no Secret, so a scenario that fell back
+// could not pass); and instance scale, whose Secret the memory and
+// rotation-at-scale scenarios put in thousands of namespaces. scaleTTL is
+// scale's tokenTTL: changing it changes the instance's fingerprint, which
+// makes every one of its Secrets due at once. Instance rotate is left out
+// (withRotate false) once its scenario is over: the webhook refuses to
+// start when its Secrets cannot all be rewritten within a quarter of the
+// smallest refresh window, rotate's 10 s.
+func (b *bench) config(scaleTTL time.Duration, withRotate bool) string {
 	s := b.stack
+	rotate := ""
+	if withRotate {
+		rotate = fmt.Sprintf(`- name: rotate
+  url: %[1]s
+  registryHosts: [%[2]q]
+  tokenTTL: %[3]s
+  caBundle: %[4]s
+  secretName: artifactory-pull-rotate
+`, s.Emu.Artifactory.URL(), rotateHost, rotateTTL, filepath.Join(s.Dir, "artifactory-ca.pem"))
+	}
 	return fmt.Sprintf(`instances:
 - name: main
   url: %[1]s
   registryHosts: [%[2]q]
   tokenTTL: 1h
   caBundle: %[3]s
-- name: rotate
-  url: %[1]s
-  registryHosts: [%[4]q]
-  tokenTTL: %[5]s
-  caBundle: %[3]s
-  secretName: artifactory-pull-rotate
-- name: team
+%[4]s- name: team
   url: %[1]s
   registryHosts: [%[8]q]
   tokenTTL: 1h
   caBundle: %[3]s
   secretName: %[9]s
   identity: serviceAccount
+- name: scale
+  url: %[1]s
+  registryHosts: [%[10]q]
+  tokenTTL: %[11]s
+  caBundle: %[3]s
+  secretName: %[12]s
 aws:
   authType: podIdentity
   stsEndpoint: %[6]s
 refreshThreshold: %[7]v
+refresh:
+  writesPerSecond: %[5]v
 backoffCap: 5s
 requestTimeout: 5s
 provisionOnOptIn: false
-`, s.Emu.Artifactory.URL(), b.host, filepath.Join(s.Dir, "artifactory-ca.pem"), rotateHost, rotateTTL,
-		s.Emu.STS.URL(), refreshFraction, teamHost, teamSecretPrefix)
+`, s.Emu.Artifactory.URL(), b.host, filepath.Join(s.Dir, "artifactory-ca.pem"), rotate, b.o.writesPerSecond,
+		s.Emu.STS.URL(), refreshFraction, teamHost, teamSecretPrefix, scaleHost, scaleTTL, scaleSecret)
+}
+
+// adjustFor runs the webhook with config(scaleTTL, withRotate): one
+// replica, refreshing without a Lease (Lease renewals would otherwise show
+// up as API requests during the warm runs, which count only what
+// admissions cost).
+func (b *bench) adjustFor(scaleTTL time.Duration, withRotate bool) func(*harness.WebhookOptions) {
+	conf := b.config(scaleTTL, withRotate)
+	return func(w *harness.WebhookOptions) {
+		w.Config = conf
+		w.Args = append(w.Args, "--leader-elect=false")
+	}
 }
 
 // startReference runs this program again as the reference webhooks'
@@ -180,6 +213,9 @@ func (b *bench) startReference(ctx context.Context, maxConc int) error {
 	}
 	b.refDone = make(chan struct{})
 	go func() { _ = b.ref.Wait(); close(b.refDone) }()
+	if b.raw, err = newTarget("https://"+addr+rawPath, bundle.CACert, maxConc); err != nil {
+		return err
+	}
 	if b.floor, err = newTarget("https://"+addr+floorPath, bundle.CACert, maxConc); err != nil {
 		return err
 	}
@@ -196,7 +232,7 @@ func (b *bench) startReference(ctx context.Context, maxConc int) error {
 			return false, errors.New("the reference webhook process exited")
 		default:
 		}
-		return b.floor.post(ctx, body, want{}, true) == nil, nil
+		return b.floor.post(ctx, body, want{}, true) == nil && b.raw.post(ctx, body, want{}, true) == nil, nil
 	})
 }
 

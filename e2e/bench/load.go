@@ -54,8 +54,12 @@ type runResult struct {
 
 func (r runResult) throughput() float64 { return float64(len(r.Latencies)) / r.Wall.Seconds() }
 
-// percentile returns the q-quantile (0..1) by the nearest-rank method.
+// percentile returns the q-quantile (0..1) by the nearest-rank method (0
+// for no latencies).
 func (r runResult) percentile(q float64) time.Duration {
+	if len(r.Latencies) == 0 {
+		return 0
+	}
 	s := slices.Clone(r.Latencies)
 	slices.Sort(s)
 	i := int(q*float64(len(s))+0.999999) - 1
@@ -136,6 +140,13 @@ func (t *target) post(ctx context.Context, body []byte, w want, full bool) error
 	}
 	if rev.Response == nil || !rev.Response.Allowed || (w.patched && rev.Response.PatchType == nil) {
 		return fmt.Errorf("%s: unexpected answer (want patched=%v): %.300s", t.url, w.patched, out)
+	}
+	var sent admissionv1.AdmissionReview
+	if err := json.Unmarshal(body, &sent); err != nil || sent.Request == nil {
+		return fmt.Errorf("the review sent to %s is not an AdmissionReview: %v", t.url, err)
+	}
+	if rev.Response.UID != sent.Request.UID {
+		return fmt.Errorf("%s: answered uid %q to review %q", t.url, rev.Response.UID, sent.Request.UID)
 	}
 	if w.secret != "" && !bytes.Contains(rev.Response.Patch, []byte(`{"name":"`+w.secret+`"}`)) {
 		return fmt.Errorf("%s: the patch does not add pull Secret %s: %s", t.url, w.secret, rev.Response.Patch)

@@ -31,22 +31,35 @@ type options struct {
 	rotPods     int   // pods per rotation phase
 	rotNS       int   // fresh namespaces per rotation phase
 	microTime   string
-	out         string
-	verbose     bool
+	// writesPerSecond is the webhook's refresh.writesPerSecond.
+	writesPerSecond float64
+	// admissionRate is the rate of warm admissions offered during and after
+	// the rotation at scale (per second).
+	admissionRate int
+	// rotationSettle is how long after the restart of the rotation at scale
+	// the admissions during it start to count; rotationLead is at most how
+	// long they are offered after it, for the p99 theirs is compared with.
+	rotationSettle, rotationLead time.Duration
+	out                          string
+	verbose                      bool
 }
 
 func main() {
 	var o options
 	var levels string
 	smoke := flag.Bool("smoke", false, "a seconds-long run that checks every scenario works (small counts; timings are not judged)")
-	serve := flag.String("serve-reference", "", "internal: serve the floor and decode webhooks on 127.0.0.1:`PORT`")
+	serve := flag.String("serve-reference", "", "internal: serve the raw, floor and decode webhooks on 127.0.0.1:`PORT`")
 	certDir := flag.String("cert-dir", "", "internal: certificate directory of -serve-reference")
 	flag.IntVar(&o.count, "n", 2000, "requests per scenario and concurrency level")
 	flag.StringVar(&levels, "concurrency", "1,16,64,256", "comma-separated concurrency levels")
 	flag.IntVar(&o.budgetLevel, "budget-concurrency", 64, "concurrency level the ratio budgets are read at")
-	flag.IntVar(&o.namespaces, "namespaces", 10000, "managed namespaces (each with a managed Secret) for the memory figure")
+	flag.IntVar(&o.namespaces, "namespaces", 10000, "managed namespaces (each with a managed Secret) for the memory and rotation-at-scale figures")
 	flag.IntVar(&o.rotPods, "rotation-pods", 1000, "pods admitted per rotation phase")
 	flag.IntVar(&o.rotNS, "rotation-namespaces", 100, "fresh namespaces the rotation pods are spread over")
+	flag.Float64Var(&o.writesPerSecond, "writes-per-second", 50, "the webhook's refresh.writesPerSecond")
+	flag.IntVar(&o.admissionRate, "rotation-admission-rate", 100, "warm admissions per second offered during and after the rotation at scale")
+	flag.DurationVar(&o.rotationSettle, "rotation-settle", 10*time.Second, "time after the restart of the rotation at scale before admissions during it count")
+	flag.DurationVar(&o.rotationLead, "rotation-after", 30*time.Second, "at most this long of warm admissions after the rotation at scale, for comparison")
 	flag.StringVar(&o.microTime, "micro-benchtime", "3000x", "-benchtime of the handler micro-benchmark")
 	flag.StringVar(&o.out, "out", "bench/results/latest.json", "JSON results file, relative to the module root")
 	flag.BoolVar(&o.verbose, "v", false, "print the webhook's logs")
@@ -65,7 +78,7 @@ func main() {
 	}
 	if *smoke {
 		o.count, levels, o.budgetLevel, o.namespaces = 100, "1,16", 16, 200
-		o.rotPods, o.rotNS, o.microTime = 100, 10, "100x"
+		o.rotPods, o.rotNS, o.microTime, o.rotationSettle, o.rotationLead = 100, 10, "100x", time.Second, 3*time.Second
 		if !isFlagSet("out") {
 			o.out = "bench/results/smoke.json"
 		}
@@ -93,6 +106,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	if r.Memory, err = b.memory(ctx); err != nil {
+		return err
+	}
+	if r.Scale, err = b.rotationAtScale(ctx, r.Memory.names); err != nil {
 		return err
 	}
 	if r.Micro, err = microBenchmark(ctx, o.microTime); err != nil {

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
@@ -20,6 +21,7 @@ import (
 
 // Scenario names, in the order they run at each concurrency level.
 const (
+	scRaw     = "raw"
 	scFloor   = "floor"
 	scDecode  = "decode"
 	scWarm    = "warm"
@@ -40,7 +42,6 @@ type scenarioRun struct {
 }
 
 func newRun(scenario string, conc int, r runResult) scenarioRun {
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return scenarioRun{Scenario: scenario, Concurrency: conc, Requests: len(r.Latencies), Throughput: r.throughput(),
 		P50: ms(r.percentile(0.50)), P99: ms(r.percentile(0.99)), P999: ms(r.percentile(0.999))}
 }
@@ -77,7 +78,7 @@ func (c counters) sub(o counters) counters {
 	return counters{api: c.api - o.api, exchanges: c.exchanges - o.exchanges, assumed: c.assumed - o.assumed}
 }
 
-// latency runs every scenario at every concurrency level, the floor first so
+// latency runs every scenario at every concurrency level, the floors first so
 // that each ratio compares runs minutes apart at most. It returns the runs
 // and what the warm admissions cost.
 func (b *bench) latency(ctx context.Context) ([]scenarioRun, warmCosts, error) {
@@ -185,6 +186,7 @@ func (b *bench) latency(ctx context.Context) ([]scenarioRun, warmCosts, error) {
 			bodies [][]byte
 			want   want
 		}{
+			{scRaw, b.raw, warm, want{}},
 			{scFloor, b.floor, warm, want{}},
 			{scDecode, b.decode, warm, want{patched: true}},
 			{scWarm, b.hook, warm, want{patched: true}},
@@ -333,7 +335,33 @@ func (b *bench) rotation(ctx context.Context) (rotationResult, error) {
 		return r, err
 	}
 	r.RotationExchanges, r.RotationWritesPerNS = ex2-ex1, (w2-w1)/float64(len(ns))
-	return r, err
+	// The namespaces opt out, so that their Secrets, rotated every few
+	// seconds, are not written during the later scenarios.
+	return r, b.optOut(ctx, ns, "artifactory-pull-rotate")
+}
+
+// optOut removes the opt-in label of namespaces and waits until the webhook
+// has deleted their Secret named secret.
+func (b *bench) optOut(ctx context.Context, namespaces []string, secret string) error {
+	patch := fmt.Appendf(nil, `{"metadata":{"labels":{%q:null}}}`, harness.OptInLabel)
+	if err := parallel(ctx, 32, len(namespaces), func(i int) error {
+		_, err := b.kube.CoreV1().Namespaces().Patch(ctx, namespaces[i], types.MergePatchType, patch, metav1.PatchOptions{})
+		return err
+	}); err != nil {
+		return fmt.Errorf("opting namespaces out: %w", err)
+	}
+	for _, ns := range namespaces {
+		if err := poll(ctx, time.Minute, "the webhook to delete "+ns+"/"+secret, func() (bool, error) {
+			_, err := b.kube.CoreV1().Secrets(ns).Get(ctx, secret, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return true, nil
+			}
+			return false, err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // memoryResult is the webhook's memory with its caches synced, before and
@@ -344,15 +372,30 @@ type memoryResult struct {
 	BaselineHeap, Heap                float64
 	HeapMetric                        string
 	RSSPerNamespace, HeapPerNamespace float64
+	names                             []string // the managed namespaces, each with instance scale's Secret
 }
 
 func (b *bench) memory(ctx context.Context) (memoryResult, error) {
 	m := memoryResult{Namespaces: b.o.namespaces}
-	tmpl, err := b.secret(ctx, "bench-warm-0", mainSecret)
+	// The Secret every managed namespace gets: instance scale's, as the
+	// webhook wrote it for a first pod.
+	tmplNS, err := b.createNamespaces(ctx, "bench-scale-tmpl", 1, nil)
 	if err != nil {
 		return m, err
 	}
-	fmt.Fprintln(os.Stderr, ">> memory: restarting the webhook for a baseline")
+	body, err := b.review(tmplNS[0], podJSON(scaleHost, tmplNS[0]), false)
+	if err != nil {
+		return m, err
+	}
+	if err := b.hook.post(ctx, body, want{patched: true, secret: scaleSecret}, true); err != nil {
+		return m, err
+	}
+	tmpl, err := b.secret(ctx, tmplNS[0], scaleSecret)
+	if err != nil {
+		return m, err
+	}
+	fmt.Fprintln(os.Stderr, ">> memory: restarting the webhook for a baseline (instance rotate, opted out, no longer configured)")
+	b.adjust = b.adjustFor(scaleTTL, false)
 	if err := b.stack.StartWebhook(ctx, harness.PodIdentity, b.adjust); err != nil {
 		return m, err
 	}
@@ -361,9 +404,10 @@ func (b *bench) memory(ctx context.Context) (memoryResult, error) {
 	}
 	fmt.Fprintf(os.Stderr, ">> memory: creating %d namespaces, each with a managed Secret\n", m.Namespaces)
 	start := time.Now()
-	if _, err := b.createNamespaces(ctx, "bench-mem", m.Namespaces, tmpl); err != nil {
+	if m.names, err = b.createNamespaces(ctx, "bench-mem", m.Namespaces, tmpl); err != nil {
 		return m, err
 	}
+	m.names = append(m.names, tmplNS[0]) // every namespace with instance scale's Secret
 	fmt.Fprintf(os.Stderr, ">> memory: created in %s; restarting the webhook to sync them\n", time.Since(start).Round(time.Second))
 	if err := b.stack.StartWebhook(ctx, harness.PodIdentity, b.adjust); err != nil {
 		return m, err

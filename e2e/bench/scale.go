@@ -1,0 +1,288 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
+)
+
+// scaleResult is a rotation of instance scale's Secret in every managed
+// namespace of the memory scenario, all due at once, as the API server saw
+// it, and what warm admissions cost during and after it.
+type scaleResult struct {
+	Secrets         int
+	WritesPerSecond float64 // configured (refresh.writesPerSecond)
+	// Took is from the restarted webhook being ready to the last Secret
+	// written; Window is the new token's refresh window (expiry − refresh
+	// point).
+	Took, Window time.Duration
+	// Projected is the webhook's own projection of a rotation
+	// (artifactory_pull_rotation_projected_seconds), in seconds.
+	Projected float64
+	// PeakWrites is the most Secret writes (create, update, patch) the API
+	// server counted in one sampling interval of about a second, per second
+	// (apiserver_request_total).
+	PeakWrites float64
+	// WritesPerSecret is the Secret writes the webhook made per rotated
+	// Secret.
+	WritesPerSecret float64
+	// Warm admissions offered at the same rate during the rotation (from
+	// rotationSettle after the restart) and after it.
+	During, After runResult
+}
+
+// rotationAtScale restarts the webhook with instance scale's tokenTTL
+// changed, as an operator's configuration change would: that changes the
+// instance's fingerprint, so every managed Secret of scale is due at once
+// as the webhook starts, the worst case of a rotation. It waits until the
+// webhook has rewritten them all, sampling the API server's Secret writes,
+// while warm admissions (instance main, whose Secrets stay fresh) are
+// offered at a fixed rate; then offers them again with the rotation over.
+func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleResult, error) {
+	r := scaleResult{Secrets: len(managed), WritesPerSecond: b.o.writesPerSecond}
+	r.Window = time.Duration(float64(scaleRotatedTTL) * refreshFraction)
+	warmNS := make([]string, warmNamespaces)
+	for i := range warmNS {
+		warmNS[i] = fmt.Sprintf("bench-warm-%d", i)
+	}
+	bodies, err := b.reviews(1000, func(i int) string { return warmNS[i%len(warmNS)] }, b.host)
+	if err != nil {
+		return r, err
+	}
+	apiWrites0, err := b.apiServerSecretWrites(ctx)
+	if err != nil {
+		return r, err
+	}
+	fmt.Fprintf(os.Stderr, ">> rotation at scale: restarting the webhook with instance scale's tokenTTL %s → %s (%d Secrets due at once), %v writes/s\n",
+		scaleTTL, scaleRotatedTTL, r.Secrets, r.WritesPerSecond)
+	b.adjust = b.adjustFor(scaleRotatedTTL, false)
+	if err := b.stack.StartWebhook(ctx, harness.PodIdentity, b.adjust); err != nil {
+		return r, err
+	}
+	start := time.Now()
+
+	// The API server's count of Secret writes, sampled about every second.
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	var sampled sync.WaitGroup
+	var sampleErr error
+	sampled.Go(func() {
+		last, lastAt := apiWrites0, start
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-sampleCtx.Done():
+				return
+			case <-tick.C:
+			}
+			n, err := b.apiServerSecretWrites(sampleCtx)
+			if err != nil {
+				if sampleCtx.Err() == nil {
+					sampleErr = err
+				}
+				return
+			}
+			now := time.Now()
+			r.PeakWrites = max(r.PeakWrites, (n-last)/now.Sub(lastAt).Seconds())
+			last, lastAt = n, now
+		}
+	})
+	// Admissions offered while the webhook rotates, until every Secret is
+	// written: new connections first, then a moment for the start to
+	// settle.
+	rotated := make(chan struct{})
+	var duringErr error
+	var offered sync.WaitGroup
+	offered.Go(func() {
+		if _, duringErr = b.hook.run(ctx, 4, bodies[:100], want{patched: true}); duringErr != nil {
+			return
+		}
+		select {
+		case <-rotated:
+			duringErr = fmt.Errorf("the rotation was over %s after the start: offer fewer -rotation-settle or more -namespaces", time.Since(start))
+			return
+		case <-time.After(time.Until(start.Add(b.o.rotationSettle))):
+		}
+		r.During, duringErr = b.hook.paced(ctx, b.o.admissionRate, bodies, rotated, 0, want{patched: true})
+	})
+	err = poll(ctx, time.Hour, fmt.Sprintf("the webhook to rewrite %d Secrets", r.Secrets), func() (bool, error) {
+		n, err := b.stack.Webhook.Metric("artifactory_pull_secret_writes_total", nil)
+		return n >= float64(r.Secrets), err
+	})
+	r.Took = time.Since(start)
+	close(rotated)
+	offered.Wait()
+	time.Sleep(1100 * time.Millisecond) // one more sample after the last write
+	stopSampling()
+	sampled.Wait()
+	switch {
+	case err != nil:
+		return r, err
+	case duringErr != nil:
+		return r, fmt.Errorf("admissions during the rotation: %w", duringErr)
+	case sampleErr != nil:
+		return r, fmt.Errorf("sampling the API server's metrics: %w", sampleErr)
+	}
+	if r.Projected, err = b.stack.Webhook.Metric("artifactory_pull_rotation_projected_seconds", nil); err != nil {
+		return r, err
+	}
+	// Everything the webhook wrote since its start was a Secret of the
+	// rotation.
+	writes, err := b.stack.Webhook.Metric("artifactory_pull_secret_writes_total", nil)
+	if err != nil {
+		return r, err
+	}
+	r.WritesPerSecret = writes / float64(r.Secrets)
+	if err := b.checkRotated(ctx, managed); err != nil {
+		return r, err
+	}
+	fmt.Fprintf(os.Stderr, ">> rotation at scale: %d Secrets in %s (projected %.0f s), peak %.1f writes/s; admissions with the rotation over\n",
+		r.Secrets, r.Took.Round(time.Second), r.Projected, r.PeakWrites)
+	n := min(len(r.During.Latencies), int(b.o.rotationLead.Seconds())*b.o.admissionRate)
+	if r.After, err = b.hook.paced(ctx, b.o.admissionRate, bodies, nil, n, want{patched: true}); err != nil {
+		return r, fmt.Errorf("admissions after the rotation: %w", err)
+	}
+	return r, nil
+}
+
+// checkRotated reads every managed namespace's Secret of instance scale
+// back from the API server: each must carry the webhook's current
+// fingerprint of the instance, that of a first pod's Secret written now.
+func (b *bench) checkRotated(ctx context.Context, managed []string) error {
+	nsName, err := b.createNamespaces(ctx, "bench-scale-check", 1, nil)
+	if err != nil {
+		return err
+	}
+	body, err := b.review(nsName[0], podJSON(scaleHost, nsName[0]), false)
+	if err != nil {
+		return err
+	}
+	if err := b.hook.post(ctx, body, want{patched: true, secret: scaleSecret}, true); err != nil {
+		return err
+	}
+	fresh, err := b.secret(ctx, nsName[0], scaleSecret)
+	if err != nil {
+		return err
+	}
+	current := fresh.Annotations[pullsecret.AnnotationFingerprint]
+	list, err := b.kube.CoreV1().Secrets("").List(ctx, metav1.ListOptions{
+		LabelSelector: pullsecret.ManagedByLabel + "=" + pullsecret.ManagedByValue, FieldSelector: "metadata.name=" + scaleSecret})
+	if err != nil {
+		return err
+	}
+	prints := map[string]string{}
+	for i := range list.Items {
+		prints[list.Items[i].Namespace] = list.Items[i].Annotations[pullsecret.AnnotationFingerprint]
+	}
+	for _, ns := range managed {
+		p, ok := prints[ns]
+		switch {
+		case !ok:
+			return fmt.Errorf("namespace %s has no Secret %s after the rotation", ns, scaleSecret)
+		case p != current:
+			return fmt.Errorf("Secret %s/%s was not rewritten in the rotation: fingerprint %q, the webhook's %q", ns, scaleSecret, p, current)
+		}
+	}
+	return nil
+}
+
+// apiServerSecretWrites is the API server's count of Secret creates,
+// updates and patches so far (apiserver_request_total), read from its own
+// /metrics: what it received, not what the webhook says it sent. The
+// lines are scanned rather than parsed whole: the page is large and read
+// every second.
+func (b *bench) apiServerSecretWrites(ctx context.Context) (float64, error) {
+	page, err := b.kube.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading the API server's /metrics: %w", err)
+	}
+	return secretWrites(page)
+}
+
+var (
+	requestTotal = []byte("apiserver_request_total{")
+	writeVerb    = regexp.MustCompile(`\bverb="(POST|PUT|PATCH|APPLY)"`)
+)
+
+// secretWrites sums apiserver_request_total over the series of Secret
+// writes (resource secrets, no subresource) in a /metrics page.
+func secretWrites(page []byte) (float64, error) {
+	var sum float64
+	sc := bufio.NewScanner(bytes.NewReader(page))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.HasPrefix(line, requestTotal) || !bytes.Contains(line, []byte(`resource="secrets"`)) ||
+			!bytes.Contains(line, []byte(`subresource=""`)) || !writeVerb.Match(line) {
+			continue
+		}
+		i := bytes.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(string(line[i+1:]), 64)
+		if err != nil {
+			return 0, fmt.Errorf("apiserver_request_total: %q: %w", line, err)
+		}
+		sum += v
+	}
+	return sum, sc.Err()
+}
+
+// paced offers bodies (round robin) at rate per second, each on its own
+// request, until stop is closed (stop nil: until n requests were sent),
+// and records every latency. Unlike run it does not wait for an answer
+// before sending the next request: the offered load stays the same however
+// slow the answers get.
+func (t *target) paced(ctx context.Context, rate int, bodies [][]byte, stop <-chan struct{}, n int, w want) (runResult, error) {
+	var (
+		mu       sync.Mutex
+		lat      []time.Duration
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	start := time.Now()
+send:
+	for i := 0; stop != nil || i < n; i++ {
+		if i > 0 { // the first at once: a run has at least one
+			select {
+			case <-stop:
+				break send
+			case <-ctx.Done():
+				break send
+			case <-tick.C:
+			}
+		}
+		body := bodies[i%len(bodies)]
+		wg.Go(func() {
+			t0 := time.Now()
+			err := t.post(ctx, body, w, false)
+			d := time.Since(t0)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+				cancel()
+			}
+			lat = append(lat, d)
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return runResult{}, firstErr
+	}
+	return runResult{Latencies: lat, Wall: time.Since(start)}, nil
+}

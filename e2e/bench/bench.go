@@ -67,8 +67,9 @@ type bench struct {
 	floor   *target // plus controller-runtime's AdmissionReview envelope (floorHandler)
 	decode  *target
 	hook    *target
-	host    string // registry host of instance "main"
-	seq     int    // AdmissionReview UIDs
+	host    string  // registry host of instance "main"
+	rate    float64 // refresh.writesPerSecond of the next start
+	seq     int     // AdmissionReview UIDs
 	nsSeq   int
 }
 
@@ -77,7 +78,7 @@ func newBench(ctx context.Context, o options) (_ *bench, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &bench{o: o, dir: dir}
+	b := &bench{o: o, dir: dir, rate: o.writesPerSecond}
 	defer func() {
 		if err != nil {
 			b.close()
@@ -92,7 +93,10 @@ func newBench(ctx context.Context, o options) (_ *bench, err error) {
 		return nil, fmt.Errorf("starting the stack: %w", err)
 	}
 	b.host = b.stack.Emu.Registry.Host()
-	b.stack.Emu.STS.SetTrust(teamRole, "system:serviceaccount:"+warmSAPrefix+"-*:"+podSA)
+	// The per-ServiceAccount namespaces of warm-sa, and those of the
+	// per-ServiceAccount memory figure.
+	b.stack.Emu.STS.SetTrust(teamRole, "system:serviceaccount:"+warmSAPrefix+"-*:"+podSA,
+		"system:serviceaccount:bench-mem-*:"+podSA, "system:serviceaccount:bench-scale-tmpl-*:"+podSA)
 	b.stack.Emu.Artifactory.SetMapping(teamRole, teamUser)
 	cfg := rest.CopyConfig(b.stack.Cluster.Config)
 	cfg.QPS = -1 // setup creates thousands of objects: no client-side throttling
@@ -170,7 +174,7 @@ refresh:
 backoffCap: 5s
 requestTimeout: 5s
 provisionOnOptIn: false
-`, s.Emu.Artifactory.URL(), b.host, filepath.Join(s.Dir, "artifactory-ca.pem"), rotate, b.o.writesPerSecond,
+`, s.Emu.Artifactory.URL(), b.host, filepath.Join(s.Dir, "artifactory-ca.pem"), rotate, b.rate,
 		s.Emu.STS.URL(), refreshFraction, teamHost, teamSecretPrefix, scaleHost, scaleTTL, scaleSecret)
 }
 

@@ -111,6 +111,9 @@ func run(ctx context.Context, o options) error {
 	if r.Scale, err = b.rotationAtScale(ctx, r.Memory.names); err != nil {
 		return err
 	}
+	if r.MemorySA, err = b.memorySA(ctx, r.Memory.names, r.Memory); err != nil {
+		return err
+	}
 	if r.Micro, err = microBenchmark(ctx, o.microTime); err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ type report struct {
 	Rotation rotationResult
 	Memory   memoryResult
 	Scale    scaleResult
+	MemorySA memorySAResult
 	Micro    microResult
 	Took     time.Duration
 }
@@ -105,6 +106,8 @@ func (r *report) figures() map[string]float64 {
 		"heap_bytes_per_managed_ns":             r.Memory.HeapPerNamespace,
 		"allocs_per_warm_admission":             r.Micro.AllocsPerOp,
 		"handler_ns_per_warm_admission":         r.Micro.NsPerOp,
+		"rss_bytes_per_managed_sa_secret":       r.MemorySA.RSSPerSecret,
+		"heap_bytes_per_managed_sa_secret":      r.MemorySA.HeapPerSecret,
 		"rotation_secrets":                      float64(r.Scale.Secrets),
 		"rotation_seconds_10k":                  r.Scale.Took.Seconds(),
 		"rotation_window_seconds":               r.Scale.Window.Seconds(),
@@ -151,6 +154,7 @@ var budgets = []budget{
 	{"exchanges per rotation (same pods again)", "exchanges_per_rotation", func(v float64, _ map[string]float64) bool { return v == 1 }, "1", "%.0f"},
 	{"Secret writes per namespace per rotation", "secret_writes_per_ns_per_rotation", atMost(1), "≤ 1", "%.2f"},
 	{"RSS per managed namespace (one Secret each)", "rss_bytes_per_managed_ns", atMost(2048), "≤ 2 KiB", "%.0f B"},
+	{"RSS per Secret of a ServiceAccount (per-ServiceAccount mode)", "rss_bytes_per_managed_sa_secret", nil, "report", "%.0f B"},
 	{"rotation at scale: duration / refresh window", "rotation_window_fraction", atMost(0.25), "≤ 0.25", "%.3f"},
 	{"rotation at scale: peak Secret writes/s (API server)", "rotation_peak_writes_per_second", func(v float64, f map[string]float64) bool {
 		return v <= 1.1*f["rotation_configured_writes_per_second"]
@@ -201,6 +205,11 @@ func (r *report) print(w io.Writer) {
 		sc.Secrets, sc.Took.Seconds(), sc.Projected, sc.WritesPerSecond, f["rotation_window_fraction"], sc.Window, sc.PeakWrites,
 		sc.WritesPerSecret, r.Options.admissionRate, f["rotation_admission_p99_ms"], len(sc.During.Latencies), r.Options.rotationSettle,
 		f["outside_rotation_admission_p99_ms"], len(sc.After.Latencies))
+	ms := r.MemorySA
+	fmt.Fprintf(w, "\nPer-ServiceAccount memory: %d more Secrets of an identity serviceAccount instance, one per namespace, each with its "+
+		"ServiceAccount naming a role: RSS %.0f B and live heap %.0f B per Secret (ServiceAccount cache entry and proof included); "+
+		"the restarted webhook proved %.0f ServiceAccounts and wrote %.0f Secrets (it started at refresh.writesPerSecond %v).\n",
+		ms.Secrets, ms.RSSPerSecret, ms.HeapPerSecret, ms.Proofs, ms.Writes, ms.Rate)
 	p := r.Warm.SAPrime
 	fmt.Fprintf(w, "\nPer-ServiceAccount (warm-sa: an instance with identity serviceAccount; pods of ServiceAccount %s, annotated with one role, "+
 		"over %d opted-in namespaces): per 1,000 warm admissions %.1f API requests, %.1f exchanges, %.1f sts:AssumeRoleWithWebIdentity "+

@@ -5,14 +5,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"regexp"
 	"strconv"
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/e2e/harness"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
@@ -285,4 +288,79 @@ send:
 		return runResult{}, firstErr
 	}
 	return runResult{Latencies: lat, Wall: time.Since(start)}, nil
+}
+
+// memorySAResult is what per-ServiceAccount Secrets cost the webhook: RSS
+// and live heap per Secret of instance team (identity serviceAccount), each
+// with its ServiceAccount naming a role, over the memory scenario's figures
+// for the same namespaces.
+type memorySAResult struct {
+	Secrets                     int
+	RSS, Heap                   float64
+	RSSPerSecret, HeapPerSecret float64
+	// Proofs is the role assumptions the restarted webhook made (one per
+	// ServiceAccount: the refresher proves each before handing it the
+	// role's token); Writes the Secret writes (none: every Secret carries
+	// the role's current token).
+	Proofs, Writes float64
+	Rate           float64 // refresh.writesPerSecond the webhook started with
+}
+
+// memorySA gives every managed namespace of the memory scenario
+// ServiceAccount podSA naming teamRole and its Secret of instance team (a
+// copy of one the webhook wrote), restarts the webhook, waits until the
+// refresher has proven every ServiceAccount, and samples its memory.
+func (b *bench) memorySA(ctx context.Context, managed []string, base memoryResult) (memorySAResult, error) {
+	m := memorySAResult{Secrets: len(managed)}
+	tmpl, err := b.secret(ctx, warmSAPrefix+"-0", teamSecret)
+	if err != nil {
+		return m, err
+	}
+	managedNow, err := b.stack.Webhook.Metric("artifactory_pull_rotation_managed_secrets", nil)
+	if err != nil {
+		return m, err
+	}
+	fmt.Fprintf(os.Stderr, ">> memory-sa: %d ServiceAccounts naming a role, each with its Secret\n", m.Secrets)
+	start := time.Now()
+	if err := b.createServiceAccounts(ctx, managed, podSA, map[string]string{config.RoleARNAnnotation: teamRole}); err != nil {
+		return m, err
+	}
+	if err := parallel(ctx, 32, len(managed), func(i int) error {
+		s := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: tmpl.Name, Namespace: managed[i], Labels: tmpl.Labels, Annotations: tmpl.Annotations},
+			Type:       tmpl.Type, Data: tmpl.Data,
+		}
+		_, err := b.kube.CoreV1().Secrets(managed[i]).Create(ctx, s, metav1.CreateOptions{})
+		return err
+	}); err != nil {
+		return m, fmt.Errorf("creating the ServiceAccounts' Secrets: %w", err)
+	}
+	// The webhook refuses to start when it cannot rewrite every managed
+	// Secret within a quarter of the smallest refresh window: the rate
+	// rises with their number.
+	budget := time.Duration(float64(min(scaleRotatedTTL, time.Hour))*refreshFraction) / 4
+	m.Rate = max(b.o.writesPerSecond, math.Ceil((managedNow+float64(m.Secrets))*1.1/budget.Seconds()))
+	b.rate = m.Rate
+	b.adjust = b.adjustFor(scaleRotatedTTL, false)
+	fmt.Fprintf(os.Stderr, ">> memory-sa: created in %s; restarting the webhook (refresh.writesPerSecond %v) to sync and prove them\n",
+		time.Since(start).Round(time.Second), m.Rate)
+	if err := b.stack.StartWebhook(ctx, harness.PodIdentity, b.adjust); err != nil {
+		return m, err
+	}
+	if err := poll(ctx, 30*time.Minute, fmt.Sprintf("the refresher to prove %d ServiceAccounts", m.Secrets), func() (bool, error) {
+		n, err := b.stack.Webhook.Metric("artifactory_pull_role_assumptions_total", map[string]string{"result": "success"})
+		m.Proofs = n
+		return n >= float64(m.Secrets), err
+	}); err != nil {
+		return m, err
+	}
+	if m.Writes, err = b.stack.Webhook.Metric("artifactory_pull_secret_writes_total", nil); err != nil {
+		return m, err
+	}
+	if m.RSS, m.Heap, _, err = b.sampleMemory(ctx); err != nil {
+		return m, err
+	}
+	m.RSSPerSecret = (m.RSS - base.RSS) / float64(m.Secrets)
+	m.HeapPerSecret = (m.Heap - base.Heap) / float64(m.Secrets)
+	return m, nil
 }

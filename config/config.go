@@ -41,7 +41,10 @@ const (
 	// DefaultWritesPerSecond paces the refresher's Secret writes (see
 	// Refresh.WritesPerSecond).
 	DefaultWritesPerSecond = 50.0
-	MinTokenTTL            = 10 * time.Second
+	// MaxWritesPerSecond bounds refresh.writesPerSecond: above it the pace
+	// means nothing (and the limiter's float32 rate would be infinite).
+	MaxWritesPerSecond = 10000.0
+	MinTokenTTL        = 10 * time.Second
 	// MaxServiceAccountSecretPrefix is the longest secretName of an
 	// instance with identity serviceAccount: a ServiceAccount's Secret name
 	// longer than 253 is cut to 236 characters and a 17-character hash, and
@@ -506,8 +509,8 @@ func (c *Config) Validate() error {
 	if c.BackoffCap.Duration < time.Second || c.BackoffCap.Duration > time.Hour {
 		bad("backoffCap", "must be between 1s and 1h, got %s", c.BackoffCap)
 	}
-	if w := c.Refresh.WritesPerSecond; w <= 0 || math.IsInf(w, 0) || math.IsNaN(w) {
-		bad("refresh.writesPerSecond", "must be a positive number, got %v", w)
+	if w := c.Refresh.WritesPerSecond; w <= 0 || w > MaxWritesPerSecond || math.IsNaN(w) {
+		bad("refresh.writesPerSecond", "must be a positive number up to %v, got %v", MaxWritesPerSecond, w)
 	}
 	switch c.AWS.AuthType {
 	case AuthAuto, AuthWebIdentity, AuthPodIdentity, AuthDefault:
@@ -568,7 +571,7 @@ func (c *Config) Validate() error {
 				"a failed refresh might not be retried before the token expires; raise tokenTTL or lower backoffCap",
 				in.TokenTTL, refresh, c.RefreshThreshold, c.BackoffCap)
 		}
-		if w := c.Refresh.WritesPerSecond; w > 0 && !math.IsInf(w, 0) && in.TokenTTL.Duration >= MinTokenTTL {
+		if w := c.Refresh.WritesPerSecond; w > 0 && w <= MaxWritesPerSecond && in.TokenTTL.Duration >= MinTokenTTL {
 			// The least a rate must do: write one Secret within the budget.
 			if budget := c.RefreshWindow(in) / RotationShare; secondsPer(1, w) > budget {
 				bad("refresh.writesPerSecond", "%v writes one Secret every %s, more than a quarter (%s) of the %s between refresh "+
@@ -805,9 +808,15 @@ func ShortDuration(d time.Duration) string {
 
 func formatRate(r float64) string { return strconv.FormatFloat(r, 'f', -1, 64) }
 
-// secondsPer is the time n writes take at rate per second.
+// secondsPer is the time n writes take at rate per second, at most the
+// longest time.Duration (a tiny rate must not overflow into a negative
+// duration that passes every check).
 func secondsPer(n int, rate float64) time.Duration {
-	return time.Duration(float64(n) / rate * float64(time.Second))
+	d := float64(n) / rate * float64(time.Second)
+	if d >= math.MaxInt64 || math.IsNaN(d) {
+		return math.MaxInt64
+	}
+	return time.Duration(d)
 }
 
 // CheckFailover reports instances whose tokens would expire before a

@@ -33,7 +33,12 @@ func TestRefreshWritesPerSecondBounds(t *testing.T) {
 		name, doc string
 		want      string // "" = accepted
 	}{
-		{"negative", minimal + "refresh: {writesPerSecond: -1}\n", "refresh.writesPerSecond: must be a positive number, got -1"},
+		{"negative", minimal + "refresh: {writesPerSecond: -1}\n", "refresh.writesPerSecond: must be a positive number up to 10000, got -1"},
+		// Too small to write one Secret in the age of the universe: the time
+		// it takes must not overflow into a negative duration that passes.
+		{"vanishing", minimal + "refresh: {writesPerSecond: 1e-10}\n", "refresh.writesPerSecond: 1e-10 writes one Secret every"},
+		{"too large for the limiter", minimal + "refresh: {writesPerSecond: 1e300}\n", "must be a positive number up to 10000, got 1e+300"},
+		{"the largest", minimal + "refresh: {writesPerSecond: 10000}\n", ""},
 		{"tiny but positive", minimal + ttl("24h") + "refresh: {writesPerSecond: 0.001}\n", ""},
 		// 10s × 0.25 = 2.5s window, a quarter is 625ms: one write every 625ms is 1.6/s.
 		{"one write per quarter window", minimal + ttl("10s") + "requestTimeout: 2s\nbackoffCap: 1s\nrefresh: {writesPerSecond: 1.6}\n", ""},
@@ -95,6 +100,11 @@ func TestCheckRotationNamesTheNeededRate(t *testing.T) {
 	}
 	if err := c.CheckRotation(33751); err == nil {
 		t.Error("CheckRotation(33751) = nil, want an error")
+	}
+	tiny := *c
+	tiny.Refresh.WritesPerSecond = 1e-10 // set past Validate: the time must saturate, not overflow into a pass
+	if err := tiny.CheckRotation(40000); err == nil {
+		t.Error("CheckRotation(40000) at 1e-10 writes/s = nil, want an error")
 	}
 	if err := c.CheckRotation(0); err != nil {
 		t.Errorf("CheckRotation(0) = %v", err)

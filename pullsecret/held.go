@@ -32,7 +32,7 @@ func (s *Store) HeldExpiries(ctx context.Context, cfg *config.Config) map[string
 		s.log.V(1).Info("could not list managed pull secrets for the token expiry gauge", "error", err.Error())
 		return nil
 	}
-	optedIn := map[string]bool{} // by namespace, read once per call
+	optedIn := s.optedIn(ctx, nsKey, nsValue)
 	out := map[string]time.Time{}
 	for i := range list.Items {
 		sec := &list.Items[i]
@@ -45,20 +45,7 @@ func (s *Store) HeldExpiries(ctx context.Context, cfg *config.Config) map[string
 		if !ok {
 			continue
 		}
-		in, seen := optedIn[sec.Namespace]
-		if !seen {
-			ns := namespaceObject()
-			switch err := s.reader.Get(ctx, client.ObjectKey{Name: sec.Namespace}, ns); {
-			case apierrors.IsNotFound(err):
-				in = false
-			case err != nil:
-				in = true // unknown: a Secret that may be lagging must not be left out
-			default:
-				in = ns.DeletionTimestamp == nil && ns.Labels[nsKey] == nsValue
-			}
-			optedIn[sec.Namespace] = in
-		}
-		if !in {
+		if !optedIn(sec.Namespace) {
 			continue
 		}
 		if cur, ok := out[inst.Name]; !ok || expires.Before(cur) {
@@ -66,4 +53,30 @@ func (s *Store) HeldExpiries(ctx context.Context, cfg *config.Config) map[string
 		}
 	}
 	return out
+}
+
+// optedIn returns a function that tells, from the informer cache, whether a
+// namespace opts in and is not being deleted: whether the refresher keeps
+// its Secrets. Each namespace is read once per returned function. A
+// namespace that cannot be read counts as opted in: a Secret that may be
+// lagging must not be left out.
+func (s *Store) optedIn(ctx context.Context, nsKey, nsValue string) func(namespace string) bool {
+	seen := map[string]bool{}
+	return func(namespace string) bool {
+		in, ok := seen[namespace]
+		if ok {
+			return in
+		}
+		ns := namespaceObject()
+		switch err := s.reader.Get(ctx, client.ObjectKey{Name: namespace}, ns); {
+		case apierrors.IsNotFound(err):
+			in = false
+		case err != nil:
+			in = true
+		default:
+			in = ns.DeletionTimestamp == nil && ns.Labels[nsKey] == nsValue
+		}
+		seen[namespace] = in
+		return in
+	}
 }

@@ -86,3 +86,36 @@ func (r unreadableNamespaces) Get(ctx context.Context, key client.ObjectKey, obj
 	}
 	return r.Reader.Get(ctx, key, obj, opts...)
 }
+
+// A rotation rewrites the Secrets of opted-in namespaces only: the count
+// the start check and the gauges use leaves out those of namespaces that
+// opted out (cleanup off) or are being deleted, and other installations'.
+func TestManagedSecretsCountsWhatARotationWrites(t *testing.T) {
+	key, value, _ := config.SplitLabel(config.DefaultNamespaceLabel)
+	optIn := map[string]string{key: value}
+	deleting := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "deleting", Labels: optIn,
+		DeletionTimestamp: &metav1.Time{Time: t0}, Finalizers: []string{"kubernetes"}}}
+	secretIn := func(namespace string, edit func(*corev1.Secret)) client.Object {
+		s := managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts)
+		s.Namespace = namespace
+		if edit != nil {
+			edit(s)
+		}
+		return s
+	}
+	h := newHarness(t, interceptor.Funcs{},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "a", Labels: optIn}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "b", Labels: optIn}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "gone"}}, deleting,
+		secretIn("a", nil), secretIn("b", nil), secretIn("gone", nil), secretIn("deleting", nil),
+		secretIn("b", func(s *corev1.Secret) {
+			s.Name = "theirs"
+			s.Annotations[AnnotationInstallation] = "other-release"
+		}),
+	)
+	cfg := &config.Config{NamespaceLabel: config.DefaultNamespaceLabel, Instances: []config.Instance{instance()}}
+	n, err := h.store.ManagedSecrets(context.Background(), cfg)
+	if err != nil || n != 2 {
+		t.Errorf("ManagedSecrets = %d, %v; want 2 (namespaces a and b)", n, err)
+	}
+}

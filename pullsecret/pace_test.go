@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/util/flowcontrol"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
 // refreshClient gives h's Store a refresher client of its own on the same
@@ -113,7 +114,11 @@ type blockingPace struct {
 }
 
 func (p *blockingPace) Wait(ctx context.Context) error {
-	p.waiting <- struct{}{}
+	select {
+	case p.waiting <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	select {
 	case <-p.release:
 		return nil
@@ -174,5 +179,31 @@ func TestAdmissionIsNotSlowedWhileTheRefresherIsSaturated(t *testing.T) {
 	var s corev1.Secret
 	if err := h.api.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: instance().SecretName}, &s); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A refresher stopped (or losing its lease) while it waits for its pace
+// has not failed to refresh: no error for the controller to log, no failed
+// action, no Warning Event.
+func TestRefresherStoppedWhileWaitingForItsPaceHasNotFailed(t *testing.T) {
+	h := newRefresherHarness(t, true, namespaceWith(optedInLabels),
+		managedSecret(t, credAt(t0, "old-token"), instance().RegistryHosts))
+	h.now = t0.Add(46 * time.Minute) // due
+	h.tokens.cred = credAt(h.now, rawToken)
+	pace := &blockingPace{waiting: make(chan struct{}), release: make(chan struct{})}
+	refreshClient(h.harness, pace)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.r.Reconcile(ctx, reconcile.Request{NamespacedName: secretKey})
+		done <- err
+	}()
+	<-pace.waiting
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Reconcile = %v, want nil: stopping is not a failure", err)
+	}
+	if e := h.event(); e != "" {
+		t.Errorf("event %q, want none", e)
 	}
 }

@@ -402,6 +402,11 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 				fmt.Errorf("its token expired and could not be refreshed: %w", err))
 		}
 	}
+	if err != nil && ctx.Err() != nil {
+		// Stopping (or the lease lost) while waiting for the write pace:
+		// not a failed refresh; the next leader takes it up.
+		return reconcile.Result{}, nil
+	}
 	if err != nil {
 		// A token Secret is asked for by configuration, and admission never
 		// mentions it: its failures are always told.

@@ -12,13 +12,19 @@ import (
 // ManagedSecrets counts the managed Secrets of this installation that the
 // refresher rewrites at a rotation: pull Secrets (a ServiceAccount's
 // included) and generic token Secrets of cfg's instances, in the informer
-// caches. It is an upper bound: Secrets left behind in namespaces that
-// opted out with cleanupOnOptOut off are counted though not rewritten.
+// caches, in namespaces that opt in and are not being deleted (Secrets
+// left behind where a namespace opted out with cleanupOnOptOut off are not
+// rewritten, so they do not count).
 // Divided by refresh.writesPerSecond it is the projected duration of a
 // rotation (config.CheckRotation). It reads the caches only: callers are
 // the start check and the metrics' scrape, never an admission.
 func (s *Store) ManagedSecrets(ctx context.Context, cfg *config.Config) (int, error) {
+	nsKey, nsValue, err := config.SplitLabel(cfg.NamespaceLabel)
+	if err != nil {
+		return 0, err
+	}
 	ts := newTargets(cfg.Instances)
+	optedIn := s.optedIn(ctx, nsKey, nsValue)
 	var list corev1.SecretList
 	if err := s.reader.List(ctx, &list, client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
 		return 0, err
@@ -26,7 +32,7 @@ func (s *Store) ManagedSecrets(ctx context.Context, cfg *config.Config) (int, er
 	n := 0
 	for i := range list.Items {
 		sec := &list.Items[i]
-		if _, ok := ts.of(sec); ok && s.owns(sec) {
+		if _, ok := ts.of(sec); ok && s.owns(sec) && optedIn(sec.Namespace) {
 			n++
 		}
 	}

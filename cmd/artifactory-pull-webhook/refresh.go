@@ -21,7 +21,9 @@ import (
 const refreshBurst = 1
 
 // refresherUserAgent tells the refresher's requests apart from admission's
-// in the API server's audit log and API Priority and Fairness.
+// in the API server's audit log. (API Priority and Fairness classifies by
+// subject, not user agent: both clients share the webhook's ServiceAccount
+// and its flow.)
 const refresherUserAgent = name + "/refresher"
 
 // refresherClient is the refresher's own client to the API server: its

@@ -1,18 +1,26 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/pullsecret"
 )
 
-// BenchmarkHandleWarm measures a review whose Secret already exists: the
-// cost is decoding, matching and patching.
+// BenchmarkHandleWarm measures a review whose Secret already exists, end to
+// end through ServeHTTP on a recorded body: reading and decoding the
+// review, matching, and writing the patched answer.
 func BenchmarkHandleWarm(b *testing.B) {
 	h, _ := testHandler(b, instantSecrets{}, func(o *Options) { o.Log = logr.Discard() })
 	pod := []byte(`{
@@ -38,15 +46,60 @@ func BenchmarkHandleWarm(b *testing.B) {
     "volumes": [{"name": "kube-api-access", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}}]
   }
 }`)
-	req := podRequest(b, testNamespace, pod)
-	ctx := context.Background()
+	serveBench(b, h, podRequest(b, testNamespace, pod), 2)
+}
+
+// serveBench serves req's recorded review to h.ServeHTTP over and over,
+// with a reused request and writer so that only the handler allocates, and
+// checks the answer carries patches operations.
+func serveBench(b *testing.B, h *Handler, req admission.Request, patches int) {
+	body, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request:  &req.AdmissionRequest,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rb := &benchBody{}
+	r := httptest.NewRequestWithContext(context.Background(), http.MethodPost, "/mutate", rb)
+	r.Header.Set("Content-Type", "application/json")
+	w := &benchWriter{h: http.Header{}}
+	serve := func() {
+		rb.Reset(body)
+		w.buf.Reset()
+		h.ServeHTTP(w, r)
+	}
+	serve()
+	rec := httptest.NewRecorder()
+	rec.Body.Write(w.buf.Bytes())
+	if resp, err := decodeAnswer(rec); err != nil || len(resp.Patches) != patches || !resp.Allowed {
+		b.Fatalf("answer %+v (%v), want %d patches", resp, err, patches)
+	}
+	want := w.buf.Len()
+	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if resp := h.Handle(ctx, req); len(resp.Patches) != 2 {
-			b.Fatalf("patches = %v", resp.Patches)
+		if serve(); w.code != 0 || w.buf.Len() != want {
+			b.Fatalf("answer changed: %d %s", w.code, w.buf.Bytes())
 		}
 	}
 }
+
+// benchBody is a request body read again on every iteration.
+type benchBody struct{ bytes.Reader }
+
+func (*benchBody) Close() error { return nil }
+
+// benchWriter is a reusable http.ResponseWriter.
+type benchWriter struct {
+	h    http.Header
+	buf  bytes.Buffer
+	code int
+}
+
+func (w *benchWriter) Header() http.Header         { return w.h }
+func (w *benchWriter) Write(b []byte) (int, error) { return w.buf.Write(b) }
+func (w *benchWriter) WriteHeader(c int)           { w.code = c }
 
 // instantSecrets answers at once without recording, so the benchmark
 // measures the handler alone.

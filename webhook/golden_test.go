@@ -60,7 +60,7 @@ func TestGoldenFixtures(t *testing.T) {
 			req := podRequest(t, testNamespace, []byte(fx.Pod))
 			req.DryRun = &fx.DryRun
 
-			resp := h.Handle(context.Background(), req)
+			resp := serve(t, h, context.Background(), req)
 
 			if !resp.Allowed {
 				t.Fatalf("denied: %+v", resp.Result)
@@ -132,7 +132,7 @@ func assertPatchApplies(t *testing.T, pod, patch []byte) {
 	}
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -86,6 +87,7 @@ type Handler struct {
 	recorder       events.EventRecorder
 	metrics        *metrics.Metrics
 	log            logr.Logger
+	states         sync.Pool // *reviewState, see ServeHTTP
 }
 
 var _ admission.Handler = (*Handler)(nil)
@@ -145,82 +147,112 @@ type decision struct {
 	reason string
 }
 
-// Handle answers one admission review. It never denies: every failure
+// answer is what a review decided to answer: the warnings, and the
+// names to add to the pod's spec.imagePullSecrets (the patch).
+type answer struct {
+	warnings []string
+	add      []string
+}
+
+// Handle answers one admission review given as controller-runtime's
+// admission.Request, as ServeHTTP (the served path) does for the same
+// review. It never denies: every failure admits the pod unchanged with a
+// warning.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	r := &reviewRequest{
+		uid: string(req.UID), group: req.Kind.Group, version: req.Kind.Version, kind: req.Kind.Kind,
+		resGroup: req.Resource.Group, resVersion: req.Resource.Version, resource: req.Resource.Resource,
+		subResource: req.SubResource, namespace: req.Namespace, operation: string(req.Operation), nm: req.Name,
+		dryRun: req.DryRun != nil && *req.DryRun,
+	}
+	var d decoder
+	d.optOut.key, d.optOut.value = h.optOutKey, h.optOutValue
+	r.podErr = d.decodePod(req.Object.Raw, &r.pod)
+	a := h.admit(ctx, r)
+	resp := admission.Allowed("")
+	if ops := r.pod.pullSecretPatch(a.add); len(ops) > 0 {
+		resp = admission.Patched("", ops...)
+	}
+	return resp.WithWarnings(a.warnings...)
+}
+
+// admit reviews r within the request timeout, recording the decision in
+// metrics and the log. It never denies: every failure, a panic included,
 // admits the pod unchanged with a warning.
-func (h *Handler) Handle(ctx context.Context, req admission.Request) (resp admission.Response) {
+func (h *Handler) admit(ctx context.Context, r *reviewRequest) (a answer) {
 	start := time.Now()
-	d := decision{namespace: req.Namespace, pod: req.Name, outcome: metrics.OutcomeFailedOpen}
+	d := decision{namespace: r.namespace, pod: r.nm, outcome: metrics.OutcomeFailedOpen}
 	defer func() {
 		if p := recover(); p != nil {
 			d.outcome = metrics.OutcomeFailedOpen
 			d.err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
-			resp = admission.Allowed("").WithWarnings(warnPrefix + "internal error; pod admitted without pull secrets")
+			a = answer{warnings: []string{warnPrefix + "internal error; pod admitted without pull secrets"}}
 		}
 		h.metrics.Admission(d.outcome, time.Since(start))
 		h.logDecision(d)
 	}()
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
-	return h.review(ctx, req, &d)
+	return h.review(ctx, r, &d)
 }
 
-func (h *Handler) review(ctx context.Context, req admission.Request, d *decision) admission.Response {
+func (h *Handler) review(ctx context.Context, req *reviewRequest, d *decision) answer {
 	// 1. Review: only pod creation is mutated.
 	if !isPodCreate(req) {
 		d.outcome = metrics.OutcomeSkippedOperation
-		return admission.Allowed("")
+		return answer{}
 	}
 
 	// 2. Namespace opt-in. The request's namespace is authoritative; the
 	// object's metadata.namespace may be empty or differ.
-	ns, err := h.namespace(ctx, req.Namespace)
+	ns, err := h.namespace(ctx, req.namespace)
 	if err != nil {
 		d.outcome, d.err = metrics.OutcomeFailedOpen, err
-		return admission.Allowed("").WithWarnings(warnPrefix + "could not read the namespace; pod admitted without pull secrets")
+		return answer{warnings: []string{warnPrefix + "could not read the namespace; pod admitted without pull secrets"}}
 	}
 	if ns == nil || ns.Labels[h.nsKey] != h.nsValue {
 		d.outcome = metrics.OutcomeSkippedNamespace
-		return admission.Allowed("")
+		return answer{}
 	}
 
-	// 3. Decode the few fields used, then the pod's opt-out.
-	p, err := decodePod(req.Object.Raw)
-	if err != nil {
-		d.outcome, d.err = metrics.OutcomeFailedOpen, err
-		return admission.Allowed("").WithWarnings(warnPrefix + "could not decode the pod; pod admitted without pull secrets")
+	// 3. The pod, read with the review; then its opt-out.
+	if req.podErr != nil {
+		d.outcome, d.err = metrics.OutcomeFailedOpen, req.podErr
+		return answer{warnings: []string{warnPrefix + "could not decode the pod; pod admitted without pull secrets"}}
 	}
+	p := &req.pod
 	if n := p.displayName(); n != "" {
 		d.pod = n
 	}
-	if v, ok := p.Metadata.Labels[h.optOutKey]; ok && v == h.optOutValue {
+	if p.optedOut {
 		d.outcome = metrics.OutcomeSkippedOptOut
-		return admission.Allowed("")
+		return answer{}
 	}
 
 	// 4. Images → instances.
 	matched, warnings := h.matchImages(p)
 	if len(matched) == 0 {
 		d.outcome = metrics.OutcomeSkippedNoMatch
-		return admission.Allowed("").WithWarnings(cleanWarnings(warnings)...)
+		return answer{warnings: cleanWarnings(warnings)}
 	}
 	for _, i := range matched {
 		d.instances = append(d.instances, h.instances[i].Name)
 	}
 
 	// 5. Secrets, one per matched instance.
-	d.dryRun = req.DryRun != nil && *req.DryRun
-	names, failed := h.pullSecrets(ctx, ns, p.Spec.ServiceAccountName, matched, d, &warnings)
+	d.dryRun = req.dryRun
+	names, failed := h.pullSecrets(ctx, ns, p.serviceAccountName, matched, d, &warnings)
 
 	// 6. Patch.
-	ops := p.pullSecretPatch(names)
+	add := p.secretsToAdd(names)
 	d.outcome = metrics.OutcomePatched
 	switch {
-	case failed && len(ops) == 0:
+	case failed && len(add) == 0:
 		d.outcome = metrics.OutcomeFailedOpen
-	case d.noRole && len(ops) == 0:
+	case d.noRole && len(add) == 0:
 		d.outcome = metrics.OutcomeSkippedNoRole
 	}
-	return admission.Patched("", ops...).WithWarnings(cleanWarnings(warnings)...)
+	return answer{warnings: cleanWarnings(warnings), add: add}
 }
 
 // pullSecrets ensures the Secret of each matched instance, as the identity
@@ -272,9 +304,9 @@ func cleanWarnings(warnings []string) []string {
 	return warnings
 }
 
-func isPodCreate(req admission.Request) bool {
-	return req.Kind.Group == "" && req.Kind.Kind == "Pod" && req.SubResource == "" &&
-		req.Operation == admissionv1.Create
+func isPodCreate(req *reviewRequest) bool {
+	return req.group == "" && req.kind == "Pod" && req.subResource == "" &&
+		req.operation == string(admissionv1.Create)
 }
 
 // namespace reads the namespace's metadata from the cache, falling back once

@@ -44,7 +44,7 @@ func TestHandleLeavesOtherKindsAndOperationsUntouched(t *testing.T) {
 			req := podRequest(t, testNamespace, simplePod(mainImage))
 			tt.mod(&req)
 
-			resp := h.Handle(context.Background(), req)
+			resp := serve(t, h, context.Background(), req)
 
 			assertAllowedUnchanged(t, resp)
 			if len(secrets.Calls()) != 0 {
@@ -75,7 +75,7 @@ func TestHandleSkipsNamespaceNotOptedIn(t *testing.T) {
 			secrets := &fakeSecrets{}
 			h, reg := testHandler(t, secrets, func(o *Options) { o.Namespaces, o.APIReader = tt.namespaces, tt.apiReader })
 
-			resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+			resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 
 			assertAllowedUnchanged(t, resp)
 			if len(secrets.Calls()) != 0 {
@@ -95,7 +95,7 @@ func TestHandleReadsAPIWhenCacheMissesNamespace(t *testing.T) {
 		o.APIReader = fakeReader(namespaceObject(testNamespace, optedIn()))
 	})
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 
 	if len(resp.Patches) != 1 {
 		t.Fatalf("patches = %v, want one", resp.Patches)
@@ -109,7 +109,7 @@ func TestHandleUsesRequestNamespaceNotPodMetadata(t *testing.T) {
 		pod := simplePod(mainImage)
 		pod["metadata"].(map[string]any)["namespace"] = "elsewhere"
 
-		resp := h.Handle(context.Background(), podRequest(t, testNamespace, pod))
+		resp := serve(t, h, context.Background(), podRequest(t, testNamespace, pod))
 
 		calls := secrets.Calls()
 		if len(calls) != 1 || calls[0].namespace != testNamespace {
@@ -127,7 +127,7 @@ func TestHandleUsesRequestNamespaceNotPodMetadata(t *testing.T) {
 		pod := simplePod(mainImage)
 		pod["metadata"].(map[string]any)["namespace"] = testNamespace
 
-		resp := h.Handle(context.Background(), podRequest(t, "plain", pod))
+		resp := serve(t, h, context.Background(), podRequest(t, "plain", pod))
 
 		assertAllowedUnchanged(t, resp)
 		if len(secrets.Calls()) != 0 {
@@ -141,13 +141,21 @@ func TestHandleAdmitsMalformedPodWithWarning(t *testing.T) {
 		"not json":           `{"spec": {`,
 		"wrong field type":   `{"spec": {"containers": "nginx"}}`,
 		"wrong image type":   `{"spec": {"containers": [{"image": 42}]}}`,
+		"wrong object type":  `"a pod"`,
 		"empty object bytes": ``,
 	} {
 		t.Run(name, func(t *testing.T) {
 			secrets := &fakeSecrets{}
 			h, reg := testHandler(t, secrets, nil)
 
-			resp := h.Handle(context.Background(), podRequest(t, testNamespace, []byte(raw)))
+			var resp admission.Response
+			if name == "not json" {
+				// A review cannot carry it (its body would not be JSON):
+				// only Handle, the adapter, is given such an object.
+				resp = h.Handle(context.Background(), podRequest(t, testNamespace, []byte(raw)))
+			} else {
+				resp = serve(t, h, context.Background(), podRequest(t, testNamespace, []byte(raw)))
+			}
 
 			if !resp.Allowed || len(resp.Patches) != 0 {
 				t.Fatalf("want allowed without patch, got allowed=%v patches=%v", resp.Allowed, resp.Patches)
@@ -167,7 +175,7 @@ func TestHandleEnsureErrorFailsOpenWithWarningAndEvent(t *testing.T) {
 	rec := events.NewFakeRecorder(10)
 	h, reg := testHandler(t, secrets, func(o *Options) { o.Recorder = rec })
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 
 	assertAllowedUnchanged(t, resp)
 	assertWarning(t, resp, "artifactory-pull-webhook: no pull secret for instance main: exchanging token with artifactory.example.com: 401 Unauthorized")
@@ -197,7 +205,7 @@ func TestHandleExchangeFailureSaysWhatToFix(t *testing.T) {
 	rec := events.NewFakeRecorder(10)
 	h, _ := testHandler(t, secrets, func(o *Options) { o.Recorder = rec })
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 
 	assertAllowedUnchanged(t, resp)
 	fix := `to fix: map the role to an Artifactory user: PUT /access/api/v1/aws/iam_role {"username":"<user>","iam_role":"` + role + `"}`
@@ -224,7 +232,7 @@ func TestHandlePatchesHealthyInstanceWhenAnotherFails(t *testing.T) {
 	}}
 	h, reg := testHandler(t, secrets, nil)
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage, "team.jfrog.example.io/app")))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage, "team.jfrog.example.io/app")))
 
 	if got := string(mustJSON(t, resp.Patches)); got != `[{"op":"add","path":"/spec/imagePullSecrets","value":[{"name":"artifactory-main"}]}]` {
 		t.Errorf("patch = %s", got)
@@ -242,7 +250,7 @@ func TestHandleForeignSecretWarnsWithoutPatch(t *testing.T) {
 	rec := events.NewFakeRecorder(10)
 	h, _ := testHandler(t, secrets, func(o *Options) { o.Recorder = rec })
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 
 	assertAllowedUnchanged(t, resp)
 	assertWarning(t, resp, `a Secret named "artifactory-main" exists in namespace "team-a" that the webhook does not manage`)
@@ -259,7 +267,7 @@ func TestHandleSecretOfAnotherInstallationNamesItAndTheFix(t *testing.T) {
 	rec := events.NewFakeRecorder(10)
 	h, _ := testHandler(t, secrets, func(o *Options) { o.Recorder = rec })
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 
 	assertAllowedUnchanged(t, resp)
 	assertWarning(t, resp, `the Secret named "artifactory-main" in namespace "team-a" belongs to another installation of the webhook ("team-b-puller")`)
@@ -275,7 +283,7 @@ func TestHandleNeverPatchesAnEmptySecretName(t *testing.T) {
 	}}
 	h, reg := testHandler(t, secrets, nil)
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 
 	assertAllowedUnchanged(t, resp)
 	assertWarning(t, resp, "no pull secret for instance main: no Secret name returned")
@@ -290,7 +298,7 @@ func TestHandleAddsResultWarning(t *testing.T) {
 	}}
 	h, _ := testHandler(t, secrets, nil)
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 
 	if len(resp.Patches) != 1 {
 		t.Errorf("patches = %v, want one", resp.Patches)
@@ -311,7 +319,7 @@ func TestHandlePassesDryRun(t *testing.T) {
 			req := podRequest(t, testNamespace, simplePod(mainImage))
 			req.DryRun = tt.dryRun
 
-			h.Handle(context.Background(), req)
+			serve(t, h, context.Background(), req)
 
 			if calls := secrets.Calls(); len(calls) != 1 || calls[0].dryRun != tt.want {
 				t.Errorf("Ensure calls = %v, want one with dryRun=%v", calls, tt.want)
@@ -334,7 +342,7 @@ func TestHandleAnswersWithinRequestTimeoutWhenEnsureBlocks(t *testing.T) {
 	var resp admission.Response
 	start := time.Now()
 	waitFor(t, 2*time.Second, func() {
-		resp = h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+		resp = serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 	})
 
 	if took := time.Since(start); took < 100*time.Millisecond {
@@ -354,7 +362,7 @@ func TestHandleRecoversPanics(t *testing.T) {
 		}}
 		h, reg := testHandler(t, secrets, nil)
 
-		resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+		resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 
 		assertAllowedUnchanged(t, resp)
 		assertWarning(t, resp, "no pull secret for instance main: internal error")
@@ -365,7 +373,7 @@ func TestHandleRecoversPanics(t *testing.T) {
 	t.Run("in the handler", func(t *testing.T) {
 		h, reg := testHandler(t, &fakeSecrets{}, func(o *Options) { o.Namespaces = panickingReader{} })
 
-		resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+		resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 
 		assertAllowedUnchanged(t, resp)
 		assertWarning(t, resp, "internal error")
@@ -379,7 +387,7 @@ func TestHandleFailsOpenWhenNamespaceUnreadable(t *testing.T) {
 	secrets := &fakeSecrets{}
 	h, reg := testHandler(t, secrets, func(o *Options) { o.Namespaces = errReader{} })
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, simplePod(mainImage)))
 
 	assertAllowedUnchanged(t, resp)
 	assertWarning(t, resp, "could not read the namespace")

@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"context"
 	"fmt"
 	"testing"
 
@@ -51,10 +50,12 @@ func BenchmarkMatchImageFirstSight(b *testing.B) {
 // BenchmarkDecodePod is decoding the few fields used from a 4 KiB pod.
 func BenchmarkDecodePod(b *testing.B) {
 	raw := warmPodJSON()
+	var d decoder
+	var p pod
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := decodePod(raw); err != nil {
+		if err := d.decodePod(raw, &p); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -63,15 +64,19 @@ func BenchmarkDecodePod(b *testing.B) {
 // BenchmarkPullSecretPatch is building the JSON patch for two instances on a
 // pod that already has an imagePullSecret.
 func BenchmarkPullSecretPatch(b *testing.B) {
-	p, err := decodePod(warmPodJSON())
-	if err != nil {
+	var d decoder
+	var p pod
+	if err := d.decodePod(warmPodJSON(), &p); err != nil {
 		b.Fatal(err)
 	}
 	names := []string{"artifactory-main", "artifactory-cloud"}
+	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
-		if ops := p.pullSecretPatch(names); len(ops) != 2 {
-			b.Fatalf("ops = %v", ops)
+		if add := p.secretsToAdd(names); len(add) != 2 {
+			b.Fatalf("add = %v", add)
+		} else {
+			buf = p.appendPatch(buf[:0], add)
 		}
 	}
 }
@@ -80,14 +85,7 @@ func BenchmarkPullSecretPatch(b *testing.B) {
 // no Artifactory image.
 func BenchmarkHandleNoMatch(b *testing.B) {
 	h, _ := testHandler(b, instantSecrets{}, func(o *Options) { o.Log = logr.Discard() })
-	req := podRequest(b, testNamespace, simplePod("nginx:1.27", "ghcr.io/org/sidecar:2", "prom/statsd-exporter:v0.26.0"))
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if resp := h.Handle(ctx, req); len(resp.Patches) != 0 || !resp.Allowed {
-			b.Fatalf("response = %+v", resp)
-		}
-	}
+	serveBench(b, h, podRequest(b, testNamespace, simplePod("nginx:1.27", "ghcr.io/org/sidecar:2", "prom/statsd-exporter:v0.26.0")), 0)
 }
 
 func warmPodJSON() []byte {

@@ -56,7 +56,7 @@ func TestDecisionLogNamesThePod(t *testing.T) {
 		h, _ := testHandler(t, &fakeSecrets{}, func(o *Options) { o.Log = log })
 		p := simplePod(mainImage)
 		p["metadata"] = tc.meta
-		h.Handle(context.Background(), podRequest(t, testNamespace, p))
+		serve(t, h, context.Background(), podRequest(t, testNamespace, p))
 		mu.Lock()
 		got := logs.String()
 		mu.Unlock()

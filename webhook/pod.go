@@ -1,87 +1,134 @@
 package webhook
 
 import (
-	"fmt"
+	"errors"
 	"slices"
 
 	jsonpatch "gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
-	kjson "sigs.k8s.io/json"
 )
 
-// pod holds only the fields of a Pod the webhook reads. Decoding into it
-// instead of corev1.Pod skips the rest of the object cheaply.
+// pod holds only what the webhook reads of a Pod, decoded from
+// request.object while the review is read (see review.go). It keeps the
+// meaning the fields had when they were decoded with sigs.k8s.io/json into
+// a struct of the same shape: case-sensitive names, the last of duplicate
+// names winning (objects merged, as encoding/json merges into a struct or
+// map it already filled), null leaving a string as it was.
 type pod struct {
-	Metadata struct {
-		Name         string            `json:"name"`
-		GenerateName string            `json:"generateName"`
-		Labels       map[string]string `json:"labels"`
-	} `json:"metadata"`
-	Spec struct {
-		ServiceAccountName string `json:"serviceAccountName"`
-		// ImagePullSecrets is nil when the field is absent or null; the
-		// patch then adds the whole list instead of appending to it.
-		ImagePullSecrets    []corev1.LocalObjectReference `json:"imagePullSecrets"`
-		Containers          []container                   `json:"containers"`
-		InitContainers      []container                   `json:"initContainers"`
-		EphemeralContainers []container                   `json:"ephemeralContainers"`
-	} `json:"spec"`
+	name, generateName string
+	// optedOut: metadata.labels holds the opt-out label with its value.
+	optedOut           bool
+	serviceAccountName string
+	// pullSecrets is spec.imagePullSecrets' names; its nil state (absent or
+	// null) makes the patch add the whole list instead of appending to it.
+	pullSecrets                                     stringList
+	containers, initContainers, ephemeralContainers stringList
 }
 
-type container struct {
-	Image string `json:"image"`
+// stringList is a decoded JSON array of one string field per element, with
+// the states encoding/json gives a slice: nil (absent or null), empty, or
+// holding elements. slots keeps every element ever decoded at an index, as
+// the backing array of a slice does: a later array of the same field decodes
+// its elements into them (a member absent from the element keeps its value).
+type stringList struct {
+	slots []string
+	n     int
+	isSet bool // not nil
 }
 
-func decodePod(raw []byte) (*pod, error) {
-	if len(raw) == 0 {
-		return nil, fmt.Errorf("decoding pod: empty object")
-	}
-	var p pod
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &p); err != nil {
-		return nil, fmt.Errorf("decoding pod: %w", err)
-	}
-	return &p, nil
+func (l *stringList) items() []string { return l.slots[:l.n] }
+
+// reset returns l to nil, keeping its memory.
+func (l *stringList) reset() {
+	clear(l.slots)
+	l.slots, l.n, l.isSet = l.slots[:0], 0, false
 }
+
+func (p *pod) reset() {
+	p.name, p.generateName, p.optedOut, p.serviceAccountName = "", "", false, ""
+	for _, l := range []*stringList{&p.pullSecrets, &p.containers, &p.initContainers, &p.ephemeralContainers} {
+		l.reset()
+	}
+}
+
+var errEmptyObject = errors.New("decoding pod: empty object")
 
 // displayName is the pod's name, or its generateName prefix before the API
 // server has named it.
 func (p *pod) displayName() string {
-	if p.Metadata.Name != "" {
-		return p.Metadata.Name
+	if p.name != "" {
+		return p.name
 	}
-	return p.Metadata.GenerateName
+	return p.generateName
 }
 
 // images calls fn for the image of every container, init and ephemeral
 // container.
 func (p *pod) images(fn func(image string)) {
-	for _, list := range [...][]container{p.Spec.Containers, p.Spec.InitContainers, p.Spec.EphemeralContainers} {
-		for _, c := range list {
-			fn(c.Image)
+	for _, l := range [...]*stringList{&p.containers, &p.initContainers, &p.ephemeralContainers} {
+		for _, image := range l.items() {
+			fn(image)
 		}
 	}
 }
 
-// pullSecretPatch adds each of names to spec.imagePullSecrets once, keeping
-// the entries already there.
-func (p *pod) pullSecretPatch(names []string) []jsonpatch.Operation {
-	existing := p.Spec.ImagePullSecrets
-	var add []corev1.LocalObjectReference
+// secretsToAdd is names without those spec.imagePullSecrets already holds,
+// each once, in order.
+func (p *pod) secretsToAdd(names []string) []string {
+	existing := p.pullSecrets.items()
+	var add []string
 	for _, n := range names {
-		ref := corev1.LocalObjectReference{Name: n}
-		if !slices.Contains(existing, ref) && !slices.Contains(add, ref) {
-			add = append(add, ref)
+		if !slices.Contains(existing, n) && !slices.Contains(add, n) {
+			add = append(add, n)
 		}
 	}
+	return add
+}
+
+// pullSecretPatch is the JSON patch adding add to spec.imagePullSecrets:
+// the whole list when the pod has none, else one append per name. The
+// served path writes the same operations with appendPatch.
+func (p *pod) pullSecretPatch(add []string) []jsonpatch.Operation {
 	if len(add) == 0 {
 		return nil
 	}
-	if existing == nil {
-		return []jsonpatch.Operation{{Operation: "add", Path: "/spec/imagePullSecrets", Value: add}}
+	refs := make([]corev1.LocalObjectReference, 0, len(add))
+	for _, n := range add {
+		refs = append(refs, corev1.LocalObjectReference{Name: n})
+	}
+	if !p.pullSecrets.isSet {
+		return []jsonpatch.Operation{{Operation: "add", Path: "/spec/imagePullSecrets", Value: refs}}
 	}
 	ops := make([]jsonpatch.Operation, 0, len(add))
-	for _, ref := range add {
+	for _, ref := range refs {
 		ops = append(ops, jsonpatch.Operation{Operation: "add", Path: "/spec/imagePullSecrets/-", Value: ref})
 	}
 	return ops
+}
+
+// appendPatch appends the JSON patch pullSecretPatch builds, from fixed
+// pieces and the quoted names.
+func (p *pod) appendPatch(b []byte, add []string) []byte {
+	if !p.pullSecrets.isSet {
+		b = append(b, `[{"op":"add","path":"/spec/imagePullSecrets","value":[`...)
+		for i, n := range add {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"name":`...)
+			b = appendQuoted(b, n)
+			b = append(b, '}')
+		}
+		return append(b, "]}]"...)
+	}
+	b = append(b, '[')
+	for i, n := range add {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"op":"add","path":"/spec/imagePullSecrets/-","value":{"name":`...)
+		b = appendQuoted(b, n)
+		b = append(b, "}}"...)
+	}
+	return append(b, ']')
 }

@@ -88,7 +88,7 @@ func TestHandlePullsAsThePodsServiceAccountOnlyForItsInstances(t *testing.T) {
 	secrets := &fakeSecrets{}
 	h, sas, _ := perSAHandler(t, secrets, serviceAccount("api", map[string]string{config.RoleARNAnnotation: teamRole}))
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, podAs("api", allThree...)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, podAs("api", allThree...)))
 
 	want := `[{"op":"add","path":"/spec/imagePullSecrets","value":[{"name":"artifactory-main-api"},{"name":"artifactory-cloud-api"},{"name":"artifactory-shared"}]}]`
 	if got := string(mustJSON(t, resp.Patches)); got != want {
@@ -116,7 +116,7 @@ func TestHandleReadsTheDefaultServiceAccountWhenThePodNamesNone(t *testing.T) {
 	secrets := &fakeSecrets{}
 	h, _, _ := perSAHandler(t, secrets, serviceAccount("default", map[string]string{config.RoleARNAnnotation: teamRole}))
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, podAs("", mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, podAs("", mainImage)))
 
 	if got := string(mustJSON(t, resp.Patches)); !strings.Contains(got, `"artifactory-main-default"`) {
 		t.Errorf("patch = %s, want the default ServiceAccount's Secret", got)
@@ -136,7 +136,7 @@ func TestHandleServiceAccountWithoutRoleFallsBackOnlyWhereConfigured(t *testing.
 			secrets := &fakeSecrets{}
 			h, _, rec := perSAHandler(t, secrets, tc.sas...)
 
-			resp := h.Handle(context.Background(), podRequest(t, testNamespace, podAs("api", allThree...)))
+			resp := serve(t, h, context.Background(), podRequest(t, testNamespace, podAs("api", allThree...)))
 
 			// main (fallback none): nothing; cloud (fallback webhook): the
 			// webhook's Secret; shared: as always.
@@ -165,7 +165,7 @@ func TestHandleRoleAnnotationThatIsNoRoleGetsNoFallback(t *testing.T) {
 	secrets := &fakeSecrets{}
 	h, _, _ := perSAHandler(t, secrets, serviceAccount("api", map[string]string{config.RoleARNAnnotation: "arn:aws:iam::111122223333:user/bob"}))
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, podAs("api", "team.jfrog.example.io/app")))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, podAs("api", "team.jfrog.example.io/app")))
 
 	if len(resp.Patches) != 0 {
 		t.Errorf("patch %s for a ServiceAccount whose role is malformed: a typo must not fall back to the webhook's user", mustJSON(t, resp.Patches))
@@ -182,7 +182,7 @@ func TestHandleFailedExchangeAsServiceAccountNamesItAndTheRole(t *testing.T) {
 	}}
 	h, _, rec := perSAHandler(t, secrets, serviceAccount("api", map[string]string{config.RoleARNAnnotation: teamRole}))
 
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, podAs("api", mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, podAs("api", mainImage)))
 
 	assertAllowedUnchanged(t, resp)
 	assertWarning(t, resp, "no pull secret for instance main as ServiceAccount api (role "+teamRole+"): sts:AssumeRoleWithWebIdentity: AccessDenied")
@@ -218,7 +218,7 @@ func TestHandleServiceAccountWithoutRoleIsSkippedNotFailed(t *testing.T) {
 	h, reg := testHandler(t, &fakeSecrets{}, func(o *Options) {
 		o.Config, o.ServiceAccounts = cfg, pullsecret.NewServiceAccounts(reader, nil, "", nil)
 	})
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, podAs("plain", mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, podAs("plain", mainImage)))
 	assertAllowedUnchanged(t, resp)
 	assertWarning(t, resp, "has no eks.amazonaws.com/role-arn annotation")
 	if got := admissions(t, reg, metrics.OutcomeSkippedNoRole); got != 1 {
@@ -251,7 +251,7 @@ requestTimeout: 2s
 	h, _ := testHandler(t, secrets, func(o *Options) {
 		o.Config, o.ServiceAccounts = cfg, pullsecret.NewServiceAccounts(reader, nil, "", nil)
 	})
-	resp := h.Handle(context.Background(), podRequest(t, testNamespace, podAs("api", mainImage)))
+	resp := serve(t, h, context.Background(), podRequest(t, testNamespace, podAs("api", mainImage)))
 	if got := string(mustJSON(t, resp.Patches)); got != `[{"op":"add","path":"/spec/imagePullSecrets","value":[{"name":"artifactory-main-api"}]}]` {
 		t.Errorf("patch = %s (warnings %v)", got, resp.Warnings)
 	}
@@ -264,7 +264,7 @@ requestTimeout: 2s
 	h, _ = testHandler(t, &fakeSecrets{}, func(o *Options) {
 		o.Config, o.ServiceAccounts = cfg, pullsecret.NewServiceAccounts(reader, nil, "JFrogExchange", nil)
 	})
-	resp = h.Handle(context.Background(), podRequest(t, testNamespace, podAs("api", mainImage)))
+	resp = serve(t, h, context.Background(), podRequest(t, testNamespace, podAs("api", mainImage)))
 	if len(resp.Patches) != 0 {
 		t.Errorf("patched %s without the opt-in annotation", mustJSON(t, resp.Patches))
 	}

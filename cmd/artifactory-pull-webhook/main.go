@@ -33,7 +33,6 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	// The release image has no CA bundle of its own: these roots serve when
 	// the system has none (an instance's caBundle is added to them).
@@ -249,8 +248,10 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	// Deadlines: a client trickling its review cannot hold a connection.
-	mgr.GetWebhookServer().Register("/mutate", withDeadlines(&admission.Webhook{Handler: handler},
+	// The handler reads the AdmissionReview itself, in one pass (see package
+	// webhook). Deadlines: a client trickling its review cannot hold a
+	// connection.
+	mgr.GetWebhookServer().Register("/mutate", withDeadlines(handler,
 		10*time.Second, cfg.RequestTimeout.Duration+5*time.Second))
 
 	// Warm the caches and seed the token cache from the checkpoint before

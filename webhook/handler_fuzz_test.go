@@ -13,7 +13,6 @@ import (
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
@@ -36,44 +35,49 @@ func (s *namespaceCheckingSecrets) EnsureAs(_ context.Context, namespace string,
 }
 
 // FuzzAdmissionReview feeds raw request bodies to the admission endpoint
-// exactly as the API server would send them (controller-runtime's decoding,
-// then Handler). Whatever the bytes, the webhook must answer, never deny,
-// and any patch it returns must apply to the pod it was given.
+// (Handler.ServeHTTP) exactly as the API server would send them. Whatever
+// the bytes, the webhook must answer: an AdmissionReview that never denies,
+// whose patch applies to the pod it was given, or, for a body that is not
+// an admission.k8s.io/v1 AdmissionReview with a request, HTTP 400.
 func FuzzAdmissionReview(f *testing.F) {
 	for _, seed := range admissionSeeds(f) {
 		f.Add(seed)
 	}
 	secrets := &namespaceCheckingSecrets{}
 	h, _ := testHandler(f, secrets, func(o *Options) { o.Log = logr.Discard() })
-	// seen is the request as controller-runtime decoded it, the one the
-	// handler acts on (iterations of one fuzz worker run one at a time).
-	var seen *admission.Request
-	wh := &admission.Webhook{Handler: admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
-		seen, secrets.want = &req, req.Namespace
-		return h.Handle(ctx, req)
-	})}
-	wh.LogConstructor = func(logr.Logger, *admission.Request) logr.Logger { return logr.Discard() }
 
 	f.Fuzz(func(t *testing.T, body []byte) {
-		seen, secrets.t = nil, t
+		// seen is the request as controller-runtime decodes it: the one
+		// the handler must act on.
+		seen := oracleDecodeReview(body)
+		secrets.t, secrets.want = t, ""
+		if seen != nil {
+			secrets.want = seen.Namespace
+		}
 		req := httptest.NewRequest(http.MethodPost, "/mutate", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		rec := httptest.NewRecorder()
-		wh.ServeHTTP(rec, req)
+		h.ServeHTTP(rec, req)
 
+		if seen == nil {
+			if rec.Code != http.StatusBadRequest {
+				t.Fatalf("HTTP status %d for a body that is not a v1 AdmissionReview, want 400: %s", rec.Code, rec.Body)
+			}
+			return
+		}
 		if rec.Code != http.StatusOK {
-			t.Fatalf("HTTP status %d: the admission response itself carries errors", rec.Code)
+			t.Fatalf("HTTP status %d: %s", rec.Code, rec.Body)
 		}
 		var out admissionv1.AdmissionReview
 		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil {
 			t.Fatalf("answer is not an AdmissionReview (%v): %s", err, rec.Body.String())
 		}
 		resp := out.Response
-		if seen == nil {
-			return // not an AdmissionReview: controller-runtime answered the decode error
-		}
 		if !resp.Allowed {
 			t.Fatalf("pod denied: %+v", resp.Result)
+		}
+		if resp.UID != seen.UID {
+			t.Fatalf("answer for uid %q, want %q", resp.UID, seen.UID)
 		}
 		if len(resp.Patch) == 0 {
 			return

@@ -9,6 +9,7 @@
 
 FUZZ_TARGETS := \
 	./webhook:FuzzAdmissionReview \
+	./webhook:FuzzReviewDecoder \
 	./webhook:FuzzMatch \
 	./config:FuzzParse \
 	./credentials:FuzzExchangeResponse \

@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
@@ -22,7 +26,7 @@ import (
 // end through ServeHTTP on a recorded body: reading and decoding the
 // review, matching, and writing the patched answer.
 func BenchmarkHandleWarm(b *testing.B) {
-	h, _ := testHandler(b, instantSecrets{}, func(o *Options) { o.Log = logr.Discard() })
+	h, _ := testHandler(b, instantSecrets{}, benchOptions)
 	pod := []byte(`{
   "apiVersion": "v1", "kind": "Pod",
   "metadata": {"generateName": "web-7d9f8c6b5-", "namespace": "team-a",
@@ -100,6 +104,34 @@ type benchWriter struct {
 func (w *benchWriter) Header() http.Header         { return w.h }
 func (w *benchWriter) Write(b []byte) (int, error) { return w.buf.Write(b) }
 func (w *benchWriter) WriteHeader(c int)           { w.code = c }
+
+// benchOptions: no log lines, and Namespaces read as the manager's
+// informer cache reads them (the fake client's conversions would dwarf the
+// handler).
+func benchOptions(o *Options) {
+	o.Log = logr.Discard()
+	o.Namespaces = cacheReader{testNamespace: &metav1.PartialObjectMetadata{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: metav1.ObjectMeta{Name: testNamespace, UID: "ns-uid", Labels: optedIn()},
+	}}
+}
+
+// cacheReader reads objects as controller-runtime's cache reader does: a
+// deep copy of the stored object.
+type cacheReader map[string]*metav1.PartialObjectMetadata
+
+func (c cacheReader) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	stored, ok := c[key.Name]
+	if !ok {
+		return apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, key.Name)
+	}
+	*obj.(*metav1.PartialObjectMetadata) = *stored.DeepCopy()
+	return nil
+}
+
+func (c cacheReader) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return errors.New("cacheReader: List is not implemented")
+}
 
 // instantSecrets answers at once without recording, so the benchmark
 // measures the handler alone.

@@ -88,6 +88,7 @@ type Handler struct {
 	metrics        *metrics.Metrics
 	log            logr.Logger
 	states         sync.Pool // *reviewState, see ServeHTTP
+	strs           internCache
 }
 
 var _ admission.Handler = (*Handler)(nil)
@@ -235,6 +236,7 @@ func (h *Handler) review(ctx context.Context, req *reviewRequest, d *decision) a
 		d.outcome = metrics.OutcomeSkippedNoMatch
 		return answer{warnings: cleanWarnings(warnings)}
 	}
+	d.instances = make([]string, 0, len(matched))
 	for _, i := range matched {
 		d.instances = append(d.instances, h.instances[i].Name)
 	}
@@ -507,6 +509,16 @@ func (h *Handler) recordFailure(ns *metav1.PartialObjectMetadata, instance strin
 }
 
 func (h *Handler) logDecision(d decision) {
+	// The key-value pairs are only built for a line that is written.
+	switch {
+	case d.err != nil:
+	case d.outcome == metrics.OutcomePatched || d.outcome == metrics.OutcomeFailedOpen:
+		if !h.log.Enabled() {
+			return
+		}
+	case !h.log.V(1).Enabled():
+		return
+	}
 	kv := []any{"namespace", d.namespace, "pod", d.pod, "instances", d.instances, "outcome", d.outcome}
 	if d.dryRun {
 		kv = append(kv, "dryRun", true)

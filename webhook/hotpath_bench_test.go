@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/go-logr/logr"
-
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 )
 
@@ -84,7 +82,7 @@ func BenchmarkPullSecretPatch(b *testing.B) {
 // BenchmarkHandleNoMatch is a review in an opted-in namespace whose pod has
 // no Artifactory image.
 func BenchmarkHandleNoMatch(b *testing.B) {
-	h, _ := testHandler(b, instantSecrets{}, func(o *Options) { o.Log = logr.Discard() })
+	h, _ := testHandler(b, instantSecrets{}, benchOptions)
 	serveBench(b, h, podRequest(b, testNamespace, simplePod("nginx:1.27", "ghcr.io/org/sidecar:2", "prom/statsd-exporter:v0.26.0")), 0)
 }
 

@@ -76,7 +76,7 @@ func (p *pod) images(fn func(image string)) {
 // each once, in order.
 func (p *pod) secretsToAdd(names []string) []string {
 	existing := p.pullSecrets.items()
-	var add []string
+	add := make([]string, 0, len(names))
 	for _, n := range names {
 		if !slices.Contains(existing, n) && !slices.Contains(add, n) {
 			add = append(add, n)

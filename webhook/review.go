@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -58,7 +59,9 @@ type decoder struct {
 	dec     jsontext.Decoder
 	scratch []byte
 	optOut  struct{ key, value string }
-	inPod   bool
+	// strs, when set, holds the strings seen in earlier reviews.
+	strs  *internCache
+	inPod bool
 	// reqErr and podErr are the first type mismatch (encoding/json's
 	// UnmarshalTypeError) in the review or in its object.
 	reqErr, podErr error
@@ -165,7 +168,7 @@ func (d *decoder) request(r *reviewRequest) error {
 		case "subResource":
 			return d.str(&r.subResource)
 		case "namespace":
-			return d.str(&r.namespace)
+			return d.strCached(&r.namespace)
 		case "operation":
 			return d.str(&r.operation)
 		case "name":
@@ -248,7 +251,7 @@ func (d *decoder) podObject(p *pod) error {
 				case "name":
 					return d.str(&p.name)
 				case "generateName":
-					return d.str(&p.generateName)
+					return d.strCached(&p.generateName)
 				case "labels":
 					return d.labels(p)
 				}
@@ -261,7 +264,7 @@ func (d *decoder) podObject(p *pod) error {
 			return d.object(func(name []byte) error {
 				switch string(name) {
 				case "serviceAccountName":
-					return d.str(&p.serviceAccountName)
+					return d.strCached(&p.serviceAccountName)
 				case "imagePullSecrets":
 					return d.list(&p.pullSecrets, "name")
 				case "containers":
@@ -331,7 +334,7 @@ func (d *decoder) list(l *stringList, field string) error {
 		case '{':
 			err := d.object(func(name []byte) error {
 				if string(name) == field {
-					return d.str(&l.slots[i])
+					return d.strCached(&l.slots[i])
 				}
 				return d.skip()
 			})
@@ -405,6 +408,45 @@ func (d *decoder) str(s *string) error {
 		return d.skip()
 	}
 	return d.mismatch("string")
+}
+
+// strCached is str for a value that repeats across reviews (a
+// namespace, an image): a string seen before is not allocated again.
+func (d *decoder) strCached(s *string) error {
+	if d.strs == nil || d.dec.PeekKind() != '"' {
+		return d.str(s)
+	}
+	v, err := d.readString()
+	if err == nil {
+		*s = d.strs.get(v)
+	}
+	return err
+}
+
+// internCache maps strings to themselves, bounded: it starts afresh when
+// full.
+type internCache struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+const maxInterned = 4096
+
+func (c *internCache) get(b []byte) string {
+	c.mu.RLock()
+	s, ok := c.m[string(b)]
+	c.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = string(b)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxInterned {
+		c.m = make(map[string]string)
+	}
+	c.m[s] = s
+	c.mu.Unlock()
+	return s
 }
 
 // strings3 reads an object of up to three string members (a

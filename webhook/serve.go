@@ -35,6 +35,7 @@ func (h *Handler) getState() *reviewState {
 	}
 	st := &reviewState{}
 	st.dec.optOut.key, st.dec.optOut.value = h.optOutKey, h.optOutValue
+	st.dec.strs = &h.strs
 	return st
 }
 
@@ -91,11 +92,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	st.patch = st.req.pod.appendPatch(st.patch[:0], a.add)
 	st.out = appendReview(st.out[:0], st.req.uid, a, st.patch)
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	if _, err := w.Write(st.out); err != nil {
 		h.log.V(1).Info("Writing the admission response failed", "error", err.Error())
 	}
 }
+
+var jsonContentType = []string{"application/json"}
 
 // refuse answers a request that is not a review the webhook serves.
 func (h *Handler) refuse(w http.ResponseWriter, code int, err error) {

@@ -423,16 +423,24 @@ func (d *decoder) strCached(s *string) error {
 	return err
 }
 
-// internCache maps strings to themselves, bounded: it starts afresh when
-// full.
+// internCache maps strings to themselves, bounded in entries and in the
+// length of each: it starts afresh when full, and a longer string (a pod
+// can carry one of megabytes, before any validation) is not kept, so what
+// tenants send cannot grow it past maxInterned × maxInternedLen bytes.
 type internCache struct {
 	mu sync.RWMutex
 	m  map[string]string
 }
 
-const maxInterned = 4096
+const (
+	maxInterned    = 4096
+	maxInternedLen = 512 // a long image reference with a digest is about 200
+)
 
 func (c *internCache) get(b []byte) string {
+	if len(b) > maxInternedLen {
+		return string(b)
+	}
 	c.mu.RLock()
 	s, ok := c.m[string(b)]
 	c.mu.RUnlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/debug"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
@@ -15,8 +16,12 @@ import (
 // objects of at most 3 MiB and the rest of the request.
 const maxRequestSize = 7 << 20
 
-// maxPooledBody: a state that read a larger body is not kept for reuse.
-const maxPooledBody = 1 << 20
+// A state that read a larger body, or decoded longer lists, is not kept
+// for reuse: one big review must not keep its memory for good.
+const (
+	maxPooledBody  = 1 << 20
+	maxPooledSlots = 1024
+)
 
 // reviewState is the memory one review is served with, reused across
 // reviews.
@@ -40,8 +45,15 @@ func (h *Handler) getState() *reviewState {
 }
 
 func (h *Handler) putState(st *reviewState) {
-	if st.body.Cap() > maxPooledBody || cap(st.out) > maxPooledBody {
+	if st.body.Cap() > maxPooledBody || cap(st.out) > maxPooledBody || cap(st.patch) > maxPooledBody ||
+		cap(st.dec.scratch) > maxPooledBody {
 		return
+	}
+	p := &st.req.pod
+	for _, l := range [...]*stringList{&p.pullSecrets, &p.containers, &p.initContainers, &p.ephemeralContainers} {
+		if cap(l.slots) > maxPooledSlots {
+			return
+		}
 	}
 	st.lr.R = nil
 	h.states.Put(st)
@@ -53,6 +65,14 @@ func (h *Handler) putState(st *reviewState) {
 // refused with HTTP 400 (413 when too large) saying what is wrong: the API
 // server then applies the webhook's failurePolicy.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A panic in reading the review or writing the answer (admit recovers
+	// its own) is an HTTP 500: the API server applies the failurePolicy.
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error(fmt.Errorf("panic: %v", p), "Serving an admission review panicked", "stack", string(debug.Stack()))
+			http.Error(w, "artifactory-pull-webhook: internal error", http.StatusInternalServerError)
+		}
+	}()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		h.refuse(w, http.StatusMethodNotAllowed, fmt.Errorf("method %s, expected POST", r.Method))
@@ -102,8 +122,9 @@ var jsonContentType = []string{"application/json"}
 
 // refuse answers a request that is not a review the webhook serves.
 func (h *Handler) refuse(w http.ResponseWriter, code int, err error) {
-	h.log.Error(err, "Refused a request to the admission endpoint", "code", code)
-	http.Error(w, "artifactory-pull-webhook: "+err.Error(), code)
+	msg := truncate(err.Error(), 512) // it can quote what the client sent
+	h.log.Error(errors.New(msg), "Refused a request to the admission endpoint", "code", code)
+	http.Error(w, "artifactory-pull-webhook: "+msg, code)
 }
 
 // appendReview appends the AdmissionReview answering uid with a, as

@@ -3,9 +3,6 @@ package pullsecret
 import (
 	"context"
 
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 )
 
@@ -19,22 +16,6 @@ import (
 // rotation (config.CheckRotation). It reads the caches only: callers are
 // the start check and the metrics' scrape, never an admission.
 func (s *Store) ManagedSecrets(ctx context.Context, cfg *config.Config) (int, error) {
-	nsKey, nsValue, err := config.SplitLabel(cfg.NamespaceLabel)
-	if err != nil {
-		return 0, err
-	}
-	ts := newTargets(cfg.Instances)
-	optedIn := s.optedIn(ctx, nsKey, nsValue)
-	var list corev1.SecretList
-	if err := s.reader.List(ctx, &list, client.MatchingLabels{ManagedByLabel: ManagedByValue}); err != nil {
-		return 0, err
-	}
-	n := 0
-	for i := range list.Items {
-		sec := &list.Items[i]
-		if _, ok := ts.of(sec); ok && s.owns(sec) && optedIn(sec.Namespace) {
-			n++
-		}
-	}
-	return n, nil
+	sv, err := s.Survey(ctx, cfg)
+	return sv.Managed, err
 }

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -223,11 +224,20 @@ func run(ctx context.Context, f flags) error {
 		Log:              ctrl.Log.WithName("pullsecret"),
 	})
 	// The expiry gauge describes the tokens the Secrets hold, read from the
-	// informer caches at scrape time: every replica reports the same.
-	m.SetTokenExpirySource(func() map[string]time.Time {
+	// informer caches at scrape time: every replica reports the same. One
+	// survey of the managed Secrets serves it and the rotation gauges, at
+	// most once per surveyEvery however often /metrics is read.
+	survey := &surveyMemo{every: surveyEvery, survey: func() (pullsecret.Survey, error) {
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		return store.HeldExpiries(ctx, cfg)
+		return store.Survey(ctx, cfg)
+	}}
+	m.SetTokenExpirySource(func() map[string]time.Time {
+		sv, err := survey.get()
+		if err != nil {
+			return nil // no sample rather than a wrong one (before the caches sync)
+		}
+		return sv.Held
 	})
 	// The pods' ServiceAccounts, from their metadata informer (started only
 	// with an instance of identity serviceAccount).
@@ -264,9 +274,8 @@ func run(ctx context.Context, f flags) error {
 		// informer caches at scrape time.
 		budget, _ := cfg.RotationBudget()
 		m.SetRotationSource(cfg.Refresh.WritesPerSecond, budget, func() (int, error) {
-			ctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			return store.ManagedSecrets(ctx, cfg)
+			sv, err := survey.get()
+			return sv.Managed, err
 		})
 	}
 	if err := mgr.Add(warm); err != nil {
@@ -599,3 +608,38 @@ func splitHostPort(addr string) (string, int, error) {
 }
 
 var _ manager.LeaderElectionRunnable = (*warmup)(nil)
+
+// surveyEvery is how often the scrape-time gauges list the managed
+// Secrets at most: scrapes in quick succession (several scrapers, or a
+// benchmark polling /metrics) cost one pass over them per surveyEvery, not
+// one each; the gauges lag the Secrets by at most that.
+const surveyEvery = time.Second
+
+// surveyMemo keeps the last survey of the managed Secrets for every.
+type surveyMemo struct {
+	every  time.Duration
+	survey func() (pullsecret.Survey, error)
+	now    func() time.Time // time.Now when nil
+
+	mu   sync.Mutex
+	at   time.Time
+	last pullsecret.Survey
+}
+
+func (m *surveyMemo) get() (pullsecret.Survey, error) {
+	now := time.Now
+	if m.now != nil {
+		now = m.now
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.at.IsZero() && now().Sub(m.at) < m.every {
+		return m.last, nil
+	}
+	sv, err := m.survey()
+	if err != nil {
+		return sv, err // not kept: the next scrape asks again
+	}
+	m.at, m.last = now(), sv
+	return sv, nil
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -75,12 +76,18 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 	}
 	start := time.Now()
 
-	// The API server's count of Secret writes, sampled about every second.
+	// The API server's count of Secret writes, sampled about every second,
+	// through the rotation and the admissions after it (the same
+	// background load for both). The rotation is over when the API server
+	// has counted a write per Secret: the webhook's own /metrics is not
+	// polled meanwhile (each read lists the managed Secrets).
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	defer stopSampling()
 	var sampled sync.WaitGroup
 	var sampleErr error
+	counted := make(chan float64, 1) // writes since the start, at each sample
 	sampled.Go(func() {
+		defer close(counted)
 		last, lastAt := apiWrites0, start
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
@@ -100,6 +107,11 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 			now := time.Now()
 			r.PeakWrites = max(r.PeakWrites, (n-last)/now.Sub(lastAt).Seconds())
 			last, lastAt = n, now
+			select {
+			case <-counted: // the newest count only
+			default:
+			}
+			counted <- n - apiWrites0
 		}
 	})
 	// Admissions offered while the webhook rotates, until every Secret is
@@ -120,23 +132,29 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 		}
 		r.During, duringErr = b.hook.paced(ctx, b.o.admissionRate, bodies, rotated, 0, want{patched: true})
 	})
-	err = poll(ctx, time.Hour, fmt.Sprintf("the webhook to rewrite %d Secrets", r.Secrets), func() (bool, error) {
-		n, err := b.stack.Webhook.Metric("artifactory_pull_secret_writes_total", nil)
-		return n >= float64(r.Secrets), err
-	})
+	over := false
+	for n := range counted {
+		if over = n >= float64(r.Secrets); over {
+			break
+		}
+	}
 	r.Took = time.Since(start)
 	close(rotated)
 	offered.Wait()
-	time.Sleep(1100 * time.Millisecond) // one more sample after the last write
-	stopSampling()
-	sampled.Wait()
-	switch {
-	case err != nil:
-		return r, err
-	case duringErr != nil:
+	if !over { // the sampler ended: an error, or ctx
+		sampled.Wait()
+		return r, fmt.Errorf("sampling the API server's metrics: %w", errors.Join(sampleErr, ctx.Err()))
+	}
+	if duringErr != nil {
 		return r, fmt.Errorf("admissions during the rotation: %w", duringErr)
-	case sampleErr != nil:
-		return r, fmt.Errorf("sampling the API server's metrics: %w", sampleErr)
+	}
+	// The webhook's own count: every Secret written (the API server's
+	// count also holds the checkpoint's writes).
+	if err := poll(ctx, time.Minute, fmt.Sprintf("the webhook to have written %d Secrets", r.Secrets), func() (bool, error) {
+		n, err := b.stack.Webhook.Metric("artifactory_pull_secret_writes_total", nil)
+		return n >= float64(r.Secrets), err
+	}); err != nil {
+		return r, err
 	}
 	if r.Projected, err = b.stack.Webhook.Metric("artifactory_pull_rotation_projected_seconds", nil); err != nil {
 		return r, err
@@ -156,6 +174,13 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 	n := min(len(r.During.Latencies), int(b.o.rotationLead.Seconds())*b.o.admissionRate)
 	if r.After, err = b.hook.paced(ctx, b.o.admissionRate, bodies, nil, n, want{patched: true}); err != nil {
 		return r, fmt.Errorf("admissions after the rotation: %w", err)
+	}
+	stopSampling()
+	for range counted { // drain: the sampler ends
+	}
+	sampled.Wait()
+	if sampleErr != nil {
+		return r, fmt.Errorf("sampling the API server's metrics: %w", sampleErr)
 	}
 	return r, nil
 }

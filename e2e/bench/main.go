@@ -37,11 +37,10 @@ type options struct {
 	// the rotation at scale (per second).
 	admissionRate int
 	// rotationSettle is how long after the restart of the rotation at scale
-	// the admissions during it start to count; rotationLead is at most how
-	// long they are offered after it, for the p99 theirs is compared with.
-	rotationSettle, rotationLead time.Duration
-	out                          string
-	verbose                      bool
+	// the admissions during it start to count.
+	rotationSettle time.Duration
+	out            string
+	verbose        bool
 }
 
 func main() {
@@ -59,7 +58,6 @@ func main() {
 	flag.Float64Var(&o.writesPerSecond, "writes-per-second", 50, "the webhook's refresh.writesPerSecond")
 	flag.IntVar(&o.admissionRate, "rotation-admission-rate", 100, "warm admissions per second offered during and after the rotation at scale")
 	flag.DurationVar(&o.rotationSettle, "rotation-settle", 10*time.Second, "time after the restart of the rotation at scale before admissions during it count")
-	flag.DurationVar(&o.rotationLead, "rotation-after", 30*time.Second, "at most this long of warm admissions after the rotation at scale, for comparison")
 	flag.StringVar(&o.microTime, "micro-benchtime", "3000x", "-benchtime of the handler micro-benchmark")
 	flag.StringVar(&o.out, "out", "bench/results/latest.json", "JSON results file, relative to the module root")
 	flag.BoolVar(&o.verbose, "v", false, "print the webhook's logs")
@@ -78,7 +76,7 @@ func main() {
 	}
 	if *smoke {
 		o.count, levels, o.budgetLevel, o.namespaces = 100, "1,16", 16, 200
-		o.rotPods, o.rotNS, o.microTime, o.rotationSettle, o.rotationLead = 100, 10, "100x", time.Second, 3*time.Second
+		o.rotPods, o.rotNS, o.microTime, o.rotationSettle = 100, 10, "100x", time.Second
 		if !isFlagSet("out") {
 			o.out = "bench/results/smoke.json"
 		}

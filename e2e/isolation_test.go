@@ -125,7 +125,8 @@ func TestRequestForANamespaceNotOptedInWritesNothingWhateverThePodClaims(t *test
 }
 
 func TestOversizedRequestBodyGetsAClearErrorAndTheServerKeepsServing(t *testing.T) {
-	// controller-runtime reads at most 7 MiB of a review; send more.
+	// The webhook reads at most 7 MiB of a review (as controller-runtime
+	// did); send more.
 	body := append([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"big","object":{"pad":"`),
 		bytes.Repeat([]byte("a"), 8<<20)...)
 	body = append(body, `"}}}`...)

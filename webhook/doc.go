@@ -25,9 +25,12 @@
 // warnings, and the base64 JSON patch. Handle answers a controller-runtime
 // admission.Request the same way, for callers that have one.
 //
-// The webhook always fails open: a malformed object, an unreachable
-// Artifactory, a timeout or a panic admits the pod unchanged with a warning,
-// so that the webhook can never block workloads.
+// The webhook always fails open: a malformed pod, an unreachable
+// Artifactory, a timeout or a panic while reviewing admits the pod unchanged
+// with a warning, so that the webhook can never block workloads. A request
+// that is not a v1 AdmissionReview (or a panic reading it) gets an HTTP
+// error (400, 405, 413, 500) rather than an answer: the API server then
+// applies the webhook's failurePolicy, Ignore in the chart.
 //
 // It knows nothing of tokens, AWS or how Secrets are written; it only asks
 // Secrets for a Secret name per matched instance.

@@ -234,8 +234,9 @@ func run(ctx context.Context, f flags) error {
 	}}
 	m.SetTokenExpirySource(func() map[string]time.Time {
 		sv, err := survey.get()
-		if err != nil {
-			return nil // no sample rather than a wrong one (before the caches sync)
+		if err != nil { // no sample rather than a wrong one (before the caches sync)
+			log.V(1).Info("could not list managed pull secrets for the token expiry gauge", "error", err.Error())
+			return nil
 		}
 		return sv.Held
 	})

@@ -85,6 +85,9 @@ func main() {
 	if o.levels, err = parseLevels(levels); err != nil {
 		exitOn(err)
 	}
+	if !(o.writesPerSecond > 0 && o.writesPerSecond <= 10000) || o.admissionRate <= 0 || o.admissionRate > 10000 {
+		exitOn(fmt.Errorf("-writes-per-second and -rotation-admission-rate must be in (0, 10000], got %v and %d", o.writesPerSecond, o.admissionRate))
+	}
 	exitOn(run(ctx, o))
 }
 

@@ -200,7 +200,7 @@ func (r *report) print(w io.Writer) {
 		r.Micro.NsPerOp/1000, r.Micro.BytesPerOp)
 	sc := r.Scale
 	fmt.Fprintf(w, "\nRotation at scale: %d managed Secrets due at once (the webhook restarted with their instance's tokenTTL changed), rewritten in %.1f s "+
-		"from its start (it projected %.0f s) at refresh.writesPerSecond %v: %.3f of the new token's %s refresh window; the API server's peak was %.1f Secret writes/s; "+
+		"from its readiness to the API server's count of a write each (it projected %.0f s) at refresh.writesPerSecond %v: %.3f of the new token's %s refresh window; the API server's peak was %.1f Secret writes/s; "+
 		"%.3f writes per Secret. Warm admissions offered at %d/s: p99 %.2f ms during the rotation (%d admissions, from %s after the start), %.2f ms after it (%d).\n",
 		sc.Secrets, sc.Took.Seconds(), sc.Projected, sc.WritesPerSecond, f["rotation_window_fraction"], sc.Window, sc.PeakWrites,
 		sc.WritesPerSecret, r.Options.admissionRate, f["rotation_admission_p99_ms"], len(sc.During.Latencies), r.Options.rotationSettle,

@@ -54,8 +54,13 @@ type scaleResult struct {
 // while warm admissions (instance main, whose Secrets stay fresh) are
 // offered at a fixed rate; then offers them again with the rotation over.
 func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleResult, error) {
-	r := scaleResult{Secrets: len(managed), WritesPerSecond: b.o.writesPerSecond}
+	r := scaleResult{Secrets: len(managed)}
 	r.Window = time.Duration(float64(scaleRotatedTTL) * refreshFraction)
+	rate, err := b.rateFor(0)
+	if err != nil {
+		return r, err
+	}
+	b.rate, r.WritesPerSecond = rate, rate
 	warmNS := make([]string, warmNamespaces)
 	for i := range warmNS {
 		warmNS[i] = fmt.Sprintf("bench-warm-%d", i)
@@ -64,7 +69,7 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 	if err != nil {
 		return r, err
 	}
-	apiWrites0, err := b.apiServerSecretWrites(ctx)
+	apiWrites0, _, err := b.apiServerSecretWrites(ctx)
 	if err != nil {
 		return r, err
 	}
@@ -75,6 +80,13 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 		return r, err
 	}
 	start := time.Now()
+	// The sampler's first interval starts here: writes made before (the
+	// first of the rotation, while readiness was polled; the old process's
+	// last) are not charged to it.
+	apiWritesAtStart, startAt, err := b.apiServerSecretWrites(ctx)
+	if err != nil {
+		return r, err
+	}
 
 	// The API server's count of Secret writes, sampled about every second,
 	// through the rotation and the admissions after it (the same
@@ -85,10 +97,11 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 	defer stopSampling()
 	var sampled sync.WaitGroup
 	var sampleErr error
-	counted := make(chan float64, 1) // writes since the start, at each sample
+	var peak float64                 // the sampler's until sampled.Wait
+	counted := make(chan float64, 1) // writes since before the start, at each sample
 	sampled.Go(func() {
 		defer close(counted)
-		last, lastAt := apiWrites0, start
+		last, lastAt := apiWritesAtStart, startAt
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
@@ -97,16 +110,15 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 				return
 			case <-tick.C:
 			}
-			n, err := b.apiServerSecretWrites(sampleCtx)
+			n, at, err := b.apiServerSecretWrites(sampleCtx)
 			if err != nil {
 				if sampleCtx.Err() == nil {
 					sampleErr = err
 				}
 				return
 			}
-			now := time.Now()
-			r.PeakWrites = max(r.PeakWrites, (n-last)/now.Sub(lastAt).Seconds())
-			last, lastAt = n, now
+			peak = max(peak, (n-last)/at.Sub(lastAt).Seconds())
+			last, lastAt = n, at
 			select {
 			case <-counted: // the newest count only
 			default:
@@ -132,18 +144,29 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 		}
 		r.During, duringErr = b.hook.paced(ctx, b.o.admissionRate, bodies, rotated, 0, want{patched: true})
 	})
-	over := false
-	for n := range counted {
-		if over = n >= float64(r.Secrets); over {
-			break
+	// At most the refresh window: past it the rotation failed anyway.
+	over, deadline := false, time.After(r.Window)
+wait:
+	for !over {
+		select {
+		case n, ok := <-counted:
+			if !ok {
+				break wait
+			}
+			over = n >= float64(r.Secrets)
+		case <-deadline:
+			break wait
 		}
 	}
 	r.Took = time.Since(start)
 	close(rotated)
 	offered.Wait()
-	if !over { // the sampler ended: an error, or ctx
+	if !over { // the sampler ended (an error, or ctx), or the window passed
+		stopSampling()
+		for range counted {
+		}
 		sampled.Wait()
-		return r, fmt.Errorf("sampling the API server's metrics: %w", errors.Join(sampleErr, ctx.Err()))
+		return r, fmt.Errorf("the rotation of %d Secrets did not end within %s (sampling: %w)", r.Secrets, r.Window, errors.Join(sampleErr, ctx.Err()))
 	}
 	if duringErr != nil {
 		return r, fmt.Errorf("admissions during the rotation: %w", duringErr)
@@ -169,8 +192,8 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 	if err := b.checkRotated(ctx, managed); err != nil {
 		return r, err
 	}
-	fmt.Fprintf(os.Stderr, ">> rotation at scale: %d Secrets in %s (projected %.0f s), peak %.1f writes/s; admissions with the rotation over\n",
-		r.Secrets, r.Took.Round(time.Second), r.Projected, r.PeakWrites)
+	fmt.Fprintf(os.Stderr, ">> rotation at scale: %d Secrets in %s (projected %.0f s); admissions with the rotation over\n",
+		r.Secrets, r.Took.Round(time.Second), r.Projected)
 	// As many as during the rotation: the same window length, the same
 	// chances of a slow moment on a shared machine.
 	n := len(r.During.Latencies)
@@ -181,6 +204,7 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 	for range counted { // drain: the sampler ends
 	}
 	sampled.Wait()
+	r.PeakWrites = peak
 	if sampleErr != nil {
 		return r, fmt.Errorf("sampling the API server's metrics: %w", sampleErr)
 	}
@@ -228,26 +252,31 @@ func (b *bench) checkRotated(ctx context.Context, managed []string) error {
 	return nil
 }
 
-// apiServerSecretWrites is the API server's count of Secret creates,
-// updates and patches so far (apiserver_request_total), read from its own
-// /metrics: what it received, not what the webhook says it sent. The
-// lines are scanned rather than parsed whole: the page is large and read
-// every second.
-func (b *bench) apiServerSecretWrites(ctx context.Context) (float64, error) {
+// apiServerSecretWrites is the API server's count of successful Secret
+// creates, updates and patches so far (apiserver_request_total), read from
+// its own /metrics: what it received, not what the webhook says it sent;
+// at is the middle of the request that read it. The lines are scanned
+// rather than parsed whole: the page is large and read every second.
+func (b *bench) apiServerSecretWrites(ctx context.Context) (n float64, at time.Time, err error) {
+	t0 := time.Now()
 	page, err := b.kube.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("reading the API server's /metrics: %w", err)
+		return 0, t0, fmt.Errorf("reading the API server's /metrics: %w", err)
 	}
-	return secretWrites(page)
+	at = t0.Add(time.Since(t0) / 2)
+	n, err = secretWrites(page)
+	return n, at, err
 }
 
 var (
 	requestTotal = []byte("apiserver_request_total{")
 	writeVerb    = regexp.MustCompile(`\bverb="(POST|PUT|PATCH|APPLY)"`)
+	successCode  = regexp.MustCompile(`\bcode="2\d\d"`)
 )
 
-// secretWrites sums apiserver_request_total over the series of Secret
-// writes (resource secrets, no subresource) in a /metrics page.
+// secretWrites sums apiserver_request_total over the series of successful
+// Secret writes (resource secrets, no subresource, code 2xx) in a /metrics
+// page.
 func secretWrites(page []byte) (float64, error) {
 	var sum float64
 	sc := bufio.NewScanner(bytes.NewReader(page))
@@ -255,7 +284,7 @@ func secretWrites(page []byte) (float64, error) {
 	for sc.Scan() {
 		line := sc.Bytes()
 		if !bytes.HasPrefix(line, requestTotal) || !bytes.Contains(line, []byte(`resource="secrets"`)) ||
-			!bytes.Contains(line, []byte(`subresource=""`)) || !writeVerb.Match(line) {
+			!bytes.Contains(line, []byte(`subresource=""`)) || !writeVerb.Match(line) || !successCode.Match(line) {
 			continue
 		}
 		i := bytes.LastIndexByte(line, ' ')
@@ -343,8 +372,8 @@ func (b *bench) memorySA(ctx context.Context, managed []string, base memoryResul
 	if err != nil {
 		return m, err
 	}
-	managedNow, err := b.stack.Webhook.Metric("artifactory_pull_rotation_managed_secrets", nil)
-	if err != nil {
+	// The rate the webhook can start with once they exist.
+	if m.Rate, err = b.rateFor(m.Secrets); err != nil {
 		return m, err
 	}
 	fmt.Fprintf(os.Stderr, ">> memory-sa: %d ServiceAccounts naming a role, each with its Secret\n", m.Secrets)
@@ -362,11 +391,6 @@ func (b *bench) memorySA(ctx context.Context, managed []string, base memoryResul
 	}); err != nil {
 		return m, fmt.Errorf("creating the ServiceAccounts' Secrets: %w", err)
 	}
-	// The webhook refuses to start when it cannot rewrite every managed
-	// Secret within a quarter of the smallest refresh window: the rate
-	// rises with their number.
-	budget := time.Duration(float64(min(scaleRotatedTTL, time.Hour))*refreshFraction) / 4
-	m.Rate = max(b.o.writesPerSecond, math.Ceil((managedNow+float64(m.Secrets))*1.1/budget.Seconds()))
 	b.rate = m.Rate
 	b.adjust = b.adjustFor(scaleRotatedTTL, false)
 	fmt.Fprintf(os.Stderr, ">> memory-sa: created in %s; restarting the webhook (refresh.writesPerSecond %v) to sync and prove them\n",
@@ -390,4 +414,24 @@ func (b *bench) memorySA(ctx context.Context, managed []string, base memoryResul
 	m.RSSPerSecret = (m.RSS - base.RSS) / float64(m.Secrets)
 	m.HeapPerSecret = (m.Heap - base.Heap) / float64(m.Secrets)
 	return m, nil
+}
+
+// rateFor is the refresh.writesPerSecond the webhook must start with once
+// extra more managed Secrets exist: the configured one, or more when the
+// webhook would refuse to start with it (it cannot rewrite every managed
+// Secret within a quarter of the smallest refresh window, that of an
+// instance of tokenTTL scaleRotatedTTL), read from the running webhook's
+// count.
+func (b *bench) rateFor(extra int) (float64, error) {
+	managed, err := b.stack.Webhook.Metric("artifactory_pull_rotation_managed_secrets", nil)
+	if err != nil {
+		return 0, err
+	}
+	budget := time.Duration(float64(min(scaleRotatedTTL, scaleTTL, time.Hour))*refreshFraction) / 4
+	needed := math.Ceil((managed + float64(extra)) * 1.1 / budget.Seconds())
+	if needed > b.o.writesPerSecond {
+		fmt.Fprintf(os.Stderr, ">> %d managed Secrets: starting the webhook at refresh.writesPerSecond %v, not %v (it would refuse to start)\n",
+			int(managed)+extra, needed, b.o.writesPerSecond)
+	}
+	return max(b.o.writesPerSecond, needed), nil
 }

@@ -395,6 +395,9 @@ func (b *bench) memory(ctx context.Context) (memoryResult, error) {
 		return m, err
 	}
 	fmt.Fprintln(os.Stderr, ">> memory: restarting the webhook for a baseline (instance rotate, opted out, no longer configured)")
+	if b.rate, err = b.rateFor(m.Namespaces); err != nil { // the same rate for both starts
+		return m, err
+	}
 	b.adjust = b.adjustFor(scaleTTL, false)
 	if err := b.stack.StartWebhook(ctx, harness.PodIdentity, b.adjust); err != nil {
 		return m, err

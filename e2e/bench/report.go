@@ -117,6 +117,8 @@ func (r *report) figures() map[string]float64 {
 		"rotation_peak_writes_per_second":       r.Scale.PeakWrites,
 		"rotation_secret_writes_per_secret":     r.Scale.WritesPerSecret,
 		"rotation_admission_p99_ratio":          ratio(r.Scale.During, r.Scale.After),
+		"rotation_gcs_during":                   r.Scale.GCsDuring,
+		"rotation_gcs_after":                    r.Scale.GCsAfter,
 		"rotation_admission_p99_ms":             ms(r.Scale.During.percentile(0.99)),
 		"outside_rotation_admission_p99_ms":     ms(r.Scale.After.percentile(0.99)),
 		"budget_concurrency":                    float64(c),
@@ -201,10 +203,10 @@ func (r *report) print(w io.Writer) {
 	sc := r.Scale
 	fmt.Fprintf(w, "\nRotation at scale: %d managed Secrets due at once (the webhook restarted with their instance's tokenTTL changed), rewritten in %.1f s "+
 		"from its readiness to the API server's count of a write each (it projected %.0f s) at refresh.writesPerSecond %v: %.3f of the new token's %s refresh window; the API server's peak was %.1f Secret writes/s; "+
-		"%.3f writes per Secret. Warm admissions offered at %d/s: p99 %.2f ms during the rotation (%d admissions, from %s after the start), %.2f ms after it (%d).\n",
+		"%.3f writes per Secret. Warm admissions offered at %d/s: p99 %.2f ms during the rotation (%d admissions, from %s after the start; %.0f garbage collections), %.2f ms after it (%d; %.0f).\n",
 		sc.Secrets, sc.Took.Seconds(), sc.Projected, sc.WritesPerSecond, f["rotation_window_fraction"], sc.Window, sc.PeakWrites,
-		sc.WritesPerSecret, r.Options.admissionRate, f["rotation_admission_p99_ms"], len(sc.During.Latencies), r.Options.rotationSettle,
-		f["outside_rotation_admission_p99_ms"], len(sc.After.Latencies))
+		sc.WritesPerSecret, r.Options.admissionRate, f["rotation_admission_p99_ms"], len(sc.During.Latencies), r.Options.rotationSettle, sc.GCsDuring,
+		f["outside_rotation_admission_p99_ms"], len(sc.After.Latencies), sc.GCsAfter)
 	ms := r.MemorySA
 	fmt.Fprintf(w, "\nPer-ServiceAccount memory: %d more Secrets of an identity serviceAccount instance, one per namespace, each with its "+
 		"ServiceAccount naming a role: RSS %.0f B and live heap %.0f B per Secret (ServiceAccount cache entry and proof included); "+

@@ -42,8 +42,10 @@ type scaleResult struct {
 	// Secret.
 	WritesPerSecret float64
 	// Warm admissions offered at the same rate during the rotation (from
-	// rotationSettle after the restart) and after it.
-	During, After runResult
+	// rotationSettle after the restart) and after it, and the webhook's
+	// garbage collections in each window.
+	During, After       runResult
+	GCsDuring, GCsAfter float64
 }
 
 // rotationAtScale restarts the webhook with instance scale's tokenTTL
@@ -142,7 +144,14 @@ func (b *bench) rotationAtScale(ctx context.Context, managed []string) (scaleRes
 			return
 		case <-time.After(time.Until(start.Add(b.o.rotationSettle))):
 		}
+		gc0, err := b.stack.Webhook.Metric("go_gc_duration_seconds", nil)
+		if err != nil {
+			duringErr = err
+			return
+		}
 		r.During, duringErr = b.hook.paced(ctx, b.o.admissionRate, bodies, rotated, 0, want{patched: true})
+		gc1, err := b.stack.Webhook.Metric("go_gc_duration_seconds", nil)
+		r.GCsDuring, duringErr = gc1-gc0, errors.Join(duringErr, err)
 	})
 	// At most the refresh window: past it the rotation failed anyway.
 	over, deadline := false, time.After(r.Window)
@@ -197,9 +206,18 @@ wait:
 	// As many as during the rotation: the same window length, the same
 	// chances of a slow moment on a shared machine.
 	n := len(r.During.Latencies)
+	gc0, err := b.stack.Webhook.Metric("go_gc_duration_seconds", nil)
+	if err != nil {
+		return r, err
+	}
 	if r.After, err = b.hook.paced(ctx, b.o.admissionRate, bodies, nil, n, want{patched: true}); err != nil {
 		return r, fmt.Errorf("admissions after the rotation: %w", err)
 	}
+	gc1, err := b.stack.Webhook.Metric("go_gc_duration_seconds", nil)
+	if err != nil {
+		return r, err
+	}
+	r.GCsAfter = gc1 - gc0
 	stopSampling()
 	for range counted { // drain: the sampler ends
 	}

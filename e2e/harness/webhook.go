@@ -232,6 +232,8 @@ next:
 			sum += m.GetCounter().GetValue()
 		case m.Gauge != nil:
 			sum += m.GetGauge().GetValue()
+		case m.Summary != nil: // its count
+			sum += float64(m.GetSummary().GetSampleCount())
 		}
 	}
 	return sum, nil

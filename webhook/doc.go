@@ -22,8 +22,7 @@
 // namespace opt-in → pod opt-out → images (config.Matcher) → secrets (the
 // Secrets interface, implemented by package pullsecret) → patch. The answer
 // is written from fixed pieces: the AdmissionReview, the uid, the
-// warnings, and the base64 JSON patch. Handle answers a controller-runtime
-// admission.Request the same way, for callers that have one.
+// warnings, and the base64 JSON patch.
 //
 // The webhook always fails open: a malformed pod, an unreachable
 // Artifactory, a timeout or a panic while reviewing admits the pod unchanged

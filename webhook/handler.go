@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/credentials"
@@ -91,8 +90,6 @@ type Handler struct {
 	strs           internCache
 }
 
-var _ admission.Handler = (*Handler)(nil)
-
 // NewHandler checks o and precomputes the label selectors and host matcher.
 func NewHandler(o Options) (*Handler, error) {
 	switch {
@@ -153,28 +150,6 @@ type decision struct {
 type answer struct {
 	warnings []string
 	add      []string
-}
-
-// Handle answers one admission review given as controller-runtime's
-// admission.Request, as ServeHTTP (the served path) does for the same
-// review. It never denies: every failure admits the pod unchanged with a
-// warning.
-func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
-	r := &reviewRequest{
-		uid: string(req.UID), group: req.Kind.Group, version: req.Kind.Version, kind: req.Kind.Kind,
-		resGroup: req.Resource.Group, resVersion: req.Resource.Version, resource: req.Resource.Resource,
-		subResource: req.SubResource, namespace: req.Namespace, operation: string(req.Operation), nm: req.Name,
-		dryRun: req.DryRun != nil && *req.DryRun,
-	}
-	var d decoder
-	d.optOut.key, d.optOut.value = h.optOutKey, h.optOutValue
-	r.podErr = d.decodePod(req.Object.Raw, &r.pod)
-	a := h.admit(ctx, r)
-	resp := admission.Allowed("")
-	if ops := r.pod.pullSecretPatch(a.add); len(ops) > 0 {
-		resp = admission.Patched("", ops...)
-	}
-	return resp.WithWarnings(a.warnings...)
 }
 
 // admit reviews r within the request timeout, recording the decision in
@@ -475,7 +450,7 @@ func (h *Handler) ensureAll(ctx context.Context, namespace string, jobs []job, d
 }
 
 // ensure calls Secrets.EnsureAs, turning a panic into an error: it runs on
-// its own goroutine, out of reach of Handle's recover.
+// its own goroutine, out of reach of admit's recover.
 func (h *Handler) ensure(ctx context.Context, pos int, j job, namespace string, dryRun bool) (r ensured) {
 	r = ensured{pos: pos, instance: j.instance, id: j.id}
 	inst := h.instances[j.instance]

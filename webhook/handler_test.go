@@ -150,9 +150,10 @@ func TestHandleAdmitsMalformedPodWithWarning(t *testing.T) {
 
 			var resp admission.Response
 			if name == "not json" {
-				// A review cannot carry it (its body would not be JSON):
-				// only Handle, the adapter, is given such an object.
-				resp = h.Handle(context.Background(), podRequest(t, testNamespace, []byte(raw)))
+				// A review cannot carry it (its body would not be JSON): the
+				// decoding failure reaches admit only through the oracle's
+				// adapter, which takes the object as bytes.
+				resp = oracleHandler{h}.Handle(context.Background(), podRequest(t, testNamespace, []byte(raw)))
 			} else {
 				resp = serve(t, h, context.Background(), podRequest(t, testNamespace, []byte(raw)))
 			}

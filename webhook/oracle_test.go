@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	jsonpatch "gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -99,4 +100,51 @@ func decodeAnswer(rec *httptest.ResponseRecorder) (admission.Response, error) {
 		}
 	}
 	return resp, nil
+}
+
+// oracleHandler is the handler as controller-runtime's admission.Webhook
+// served it before the review was read in one pass: it takes a decoded
+// admission.Request and answers with gomodules jsonpatch operations, which
+// controller-runtime encodes. FuzzReviewDecoder holds ServeHTTP's answer to
+// it; it shares only the review logic (admit) with the served path.
+type oracleHandler struct{ h *Handler }
+
+func (o oracleHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	h := o.h
+	r := &reviewRequest{
+		uid: string(req.UID), group: req.Kind.Group, version: req.Kind.Version, kind: req.Kind.Kind,
+		resGroup: req.Resource.Group, resVersion: req.Resource.Version, resource: req.Resource.Resource,
+		subResource: req.SubResource, namespace: req.Namespace, operation: string(req.Operation), nm: req.Name,
+		dryRun: req.DryRun != nil && *req.DryRun,
+	}
+	var d decoder
+	d.optOut.key, d.optOut.value = h.optOutKey, h.optOutValue
+	r.podErr = d.decodePod(req.Object.Raw, &r.pod)
+	a := h.admit(ctx, r)
+	resp := admission.Allowed("")
+	if ops := oraclePatch(&r.pod, a.add); len(ops) > 0 {
+		resp = admission.Patched("", ops...)
+	}
+	return resp.WithWarnings(a.warnings...)
+}
+
+// oraclePatch is the JSON patch adding add to spec.imagePullSecrets, built
+// as gomodules jsonpatch operations: the whole list when the pod has none,
+// else one append per name.
+func oraclePatch(p *pod, add []string) []jsonpatch.Operation {
+	if len(add) == 0 {
+		return nil
+	}
+	refs := make([]corev1.LocalObjectReference, 0, len(add))
+	for _, n := range add {
+		refs = append(refs, corev1.LocalObjectReference{Name: n})
+	}
+	if !p.pullSecrets.isSet {
+		return []jsonpatch.Operation{{Operation: "add", Path: "/spec/imagePullSecrets", Value: refs}}
+	}
+	ops := make([]jsonpatch.Operation, 0, len(add))
+	for _, ref := range refs {
+		ops = append(ops, jsonpatch.Operation{Operation: "add", Path: "/spec/imagePullSecrets/-", Value: ref})
+	}
+	return ops
 }

@@ -3,9 +3,6 @@ package webhook
 import (
 	"errors"
 	"slices"
-
-	jsonpatch "gomodules.xyz/jsonpatch/v2"
-	corev1 "k8s.io/api/core/v1"
 )
 
 // pod holds only what the webhook reads of a Pod, decoded from
@@ -85,29 +82,9 @@ func (p *pod) secretsToAdd(names []string) []string {
 	return add
 }
 
-// pullSecretPatch is the JSON patch adding add to spec.imagePullSecrets:
-// the whole list when the pod has none, else one append per name. The
-// served path writes the same operations with appendPatch.
-func (p *pod) pullSecretPatch(add []string) []jsonpatch.Operation {
-	if len(add) == 0 {
-		return nil
-	}
-	refs := make([]corev1.LocalObjectReference, 0, len(add))
-	for _, n := range add {
-		refs = append(refs, corev1.LocalObjectReference{Name: n})
-	}
-	if !p.pullSecrets.isSet {
-		return []jsonpatch.Operation{{Operation: "add", Path: "/spec/imagePullSecrets", Value: refs}}
-	}
-	ops := make([]jsonpatch.Operation, 0, len(add))
-	for _, ref := range refs {
-		ops = append(ops, jsonpatch.Operation{Operation: "add", Path: "/spec/imagePullSecrets/-", Value: ref})
-	}
-	return ops
-}
-
-// appendPatch appends the JSON patch pullSecretPatch builds, from fixed
-// pieces and the quoted names.
+// appendPatch appends the JSON patch adding add to spec.imagePullSecrets,
+// from fixed pieces and the quoted names: the whole list when the pod has
+// none (absent or null), else one append per name.
 func (p *pod) appendPatch(b []byte, add []string) []byte {
 	if !p.pullSecrets.isSet {
 		b = append(b, `[{"op":"add","path":"/spec/imagePullSecrets","value":[`...)

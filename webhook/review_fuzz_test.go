@@ -138,13 +138,13 @@ func oracleViewOf(req *admissionv1.AdmissionRequest, optKey, optValue string) fl
 // followed by the old sigs.k8s.io/json pod decoding (oracleDecodePod), or
 // both refuse the body; and ServeHTTP's answer decodes to the
 // admission.Response that controller-runtime's admission.Webhook wrote
-// around Handle.
+// around oracleHandler.
 func FuzzReviewDecoder(f *testing.F) {
 	for _, seed := range reviewSeeds(f) {
 		f.Add(seed)
 	}
 	h, _ := testHandler(f, instantSecrets{}, func(o *Options) { o.Log = logr.Discard() })
-	old := &admission.Webhook{Handler: h}
+	old := &admission.Webhook{Handler: oracleHandler{h}}
 	old.LogConstructor = func(logr.Logger, *admission.Request) logr.Logger { return logr.Discard() }
 	var d decoder
 	d.optOut.key, d.optOut.value = h.optOutKey, h.optOutValue
@@ -169,9 +169,9 @@ func FuzzReviewDecoder(f *testing.F) {
 		if !aliased {
 			return // controller-runtime answered the request it started with (see oracleDecodeReviewAliased)
 		}
-		// The old side serves Handle, which reads the pod with the new
-		// decodePod: this compares the answers' encoding; the views above
-		// compare the pod decoding with sigs.k8s.io/json's.
+		// The old side (oracleHandler) reads the pod with the new decodePod:
+		// this compares the answers' encoding; the views above compare the
+		// pod decoding with sigs.k8s.io/json's.
 		newResp, err := answerOf(h, body)
 		if err != nil {
 			t.Fatalf("served path: %v", err)

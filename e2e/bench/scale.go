@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"regexp"
 	"strconv"
@@ -436,20 +435,26 @@ func (b *bench) memorySA(ctx context.Context, managed []string, base memoryResul
 
 // rateFor is the refresh.writesPerSecond the webhook must start with once
 // extra more managed Secrets exist: the configured one, or more when the
-// webhook would refuse to start with it (it cannot rewrite every managed
-// Secret within a quarter of the smallest refresh window, that of an
-// instance of tokenTTL scaleRotatedTTL), read from the running webhook's
-// count.
+// webhook would refuse to start with it (config.CheckRotation: it cannot
+// rewrite every managed Secret within a quarter of the smallest refresh
+// window of the configuration of the rotation at scale), with a tenth of
+// margin, read from the running webhook's count.
 func (b *bench) rateFor(extra int) (float64, error) {
 	managed, err := b.stack.Webhook.Metric("artifactory_pull_rotation_managed_secrets", nil)
 	if err != nil {
 		return 0, err
 	}
-	budget := time.Duration(float64(min(scaleRotatedTTL, scaleTTL, time.Hour))*refreshFraction) / 4
-	needed := math.Ceil((managed + float64(extra)) * 1.1 / budget.Seconds())
-	if needed > b.o.writesPerSecond {
-		fmt.Fprintf(os.Stderr, ">> %d managed Secrets: starting the webhook at refresh.writesPerSecond %v, not %v (it would refuse to start)\n",
-			int(managed)+extra, needed, b.o.writesPerSecond)
+	cfg, err := config.Parse([]byte(b.config(scaleRotatedTTL, false)))
+	if err != nil {
+		return 0, fmt.Errorf("the benchmark's configuration: %w", err)
 	}
-	return max(b.o.writesPerSecond, needed), nil
+	n := int(managed) + extra
+	budget, _ := cfg.RotationBudget()
+	needed := config.NeededRate(n+n/10, budget)
+	if needed <= b.o.writesPerSecond {
+		return b.o.writesPerSecond, nil
+	}
+	fmt.Fprintf(os.Stderr, ">> %d managed Secrets: starting the webhook at refresh.writesPerSecond %v, not %v (it would refuse to start)\n",
+		n, needed, b.o.writesPerSecond)
+	return needed, nil
 }

@@ -35,7 +35,9 @@ type updateSample struct {
 // over a sampled span plus the burst and a margin (a write in flight at
 // each end of the span, the checkpoint's update of the new token). Unpaced,
 // the 20 updates land within a fraction of a second. Then a restart with a
-// rate too low for 20 Secrets is refused at start, naming the rate needed.
+// rate too low for 20 Secrets says so at start, naming the rate needed, and
+// serves all the same (tenants add to the count: it must not stop the
+// webhook).
 func TestRefresherRotationIsPacedAtTheAPIServer(t *testing.T) {
 	const (
 		secrets = 20
@@ -142,9 +144,12 @@ func TestRefresherRotationIsPacedAtTheAPIServer(t *testing.T) {
 		o.Config = lifecycleConfig(instance, "40s", 0.5) + "refresh: {writesPerSecond: 2}\n"
 		o.Args = append(o.Args, leaderArgs...)
 	})
+	if err != nil {
+		t.Fatalf("start with a rate too low for the managed Secrets: %v (the count must not stop the webhook)", err)
+	}
 	want := "refresh.writesPerSecond 2 rotates 20 managed Secrets in 10s, more than a quarter (5s) of the 20s between " +
 		"refresh point and expiry; set refresh.writesPerSecond to at least 4"
-	if err == nil || !strings.Contains(err.Error(), "webhook exited before it was ready") || !strings.Contains(err.Error(), want) {
-		t.Errorf("start with a rate too low = %v\nwant an exit saying %q", err, want)
+	if logs := stack.Webhook.Logs(); !strings.Contains(logs, want) {
+		t.Errorf("the webhook's start log does not say %q", want)
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/artifactory-pull-webhook/artifactory-pull-webhook/config"
@@ -52,11 +53,21 @@ func (s *Store) Survey(ctx context.Context, cfg *config.Config) (Survey, error) 
 	}
 	optedIn := s.optedIn(ctx, nsKey, nsValue)
 	sv := Survey{Held: map[string]time.Time{}}
+	// A Secret with the per-ServiceAccount label and a configured name is
+	// in two of the caches the list merges: counted once.
+	perSA := map[types.NamespacedName]bool{}
 	for i := range list.Items {
 		sec := &list.Items[i]
 		t, ok := ts.of(sec)
 		if !ok || !s.owns(sec) || !optedIn(sec.Namespace) {
 			continue
+		}
+		if sec.Labels[LabelPerServiceAccount] == "true" {
+			key := types.NamespacedName{Namespace: sec.Namespace, Name: sec.Name}
+			if perSA[key] {
+				continue
+			}
+			perSA[key] = true
 		}
 		sv.Managed++ // a rotation rewrites it
 		if t.token { // what pods pull with: pull Secrets only

@@ -119,3 +119,32 @@ func TestManagedSecretsCountsWhatARotationWrites(t *testing.T) {
 		t.Errorf("ManagedSecrets = %d, %v; want 2 (namespaces a and b)", n, err)
 	}
 }
+
+// The caches the Store reads through merge one list per Secret name and
+// one of per-ServiceAccount Secrets: a Secret in both counts once.
+func TestSurveyCountsASecretListedTwiceOnce(t *testing.T) {
+	key, value, _ := config.SplitLabel(config.DefaultNamespaceLabel)
+	sec := managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts)
+	sec.Namespace = ns
+	sec.Labels = map[string]string{ManagedByLabel: ManagedByValue, LabelPerServiceAccount: "true"}
+	api := fake.NewClientBuilder().WithObjects(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{key: value}}}, sec).Build()
+	store := NewStore(Options{Reader: listedTwice{managedOnly{api}}, Writer: api, Tokens: &fakeTokens{}, Fingerprints: testPrints,
+		Now: func() time.Time { return t0 }})
+	cfg := &config.Config{NamespaceLabel: config.DefaultNamespaceLabel, Instances: []config.Instance{instance()}}
+	if sv, err := store.Survey(context.Background(), cfg); err != nil || sv.Managed != 1 {
+		t.Errorf("Survey = %+v, %v; want 1 managed Secret", sv, err)
+	}
+}
+
+// listedTwice lists every Secret twice, as two caches holding it would.
+type listedTwice struct{ client.Reader }
+
+func (r listedTwice) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if err := r.Reader.List(ctx, list, opts...); err != nil {
+		return err
+	}
+	if l, ok := list.(*corev1.SecretList); ok {
+		l.Items = append(l.Items, l.Items...)
+	}
+	return nil
+}

@@ -402,9 +402,7 @@ func (r *Refresher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 				fmt.Errorf("its token expired and could not be refreshed: %w", err))
 		}
 	}
-	if err != nil && ctx.Err() != nil {
-		// Stopping (or the lease lost) while waiting for the write pace:
-		// not a failed refresh; the next leader takes it up.
+	if stopping(ctx, err) {
 		return reconcile.Result{}, nil
 	}
 	if err != nil {
@@ -449,6 +447,9 @@ func (r *Refresher) serviceAccountGone(ctx context.Context, ns *metav1.PartialOb
 	r.remember(key, nil)
 	r.forgetRefusals(key)
 	_, deleted, err := r.store.deleteOwned(ctx, key)
+	if stopping(ctx, err) {
+		return reconcile.Result{}, nil
+	}
 	if err != nil {
 		r.metrics.LifecycleAction(t.inst.Name, metrics.LifecycleFailed)
 		return reconcile.Result{}, fmt.Errorf("pull secret %s: %w", key, err)
@@ -467,6 +468,9 @@ func (r *Refresher) serviceAccountGone(ctx context.Context, ns *metav1.PartialOb
 // name is in retiredSecretNames, whether or not its namespace opts in.
 func (r *Refresher) deleteRetired(ctx context.Context, key types.NamespacedName) (reconcile.Result, error) {
 	instance, deleted, err := r.store.DeleteRetired(ctx, key)
+	if stopping(ctx, err) {
+		return reconcile.Result{}, nil
+	}
 	if _, ok := r.instanceNamed(instance); !ok {
 		instance = "retired" // the annotation is tenant-writable: no label values of theirs
 	}
@@ -508,6 +512,9 @@ func (r *Refresher) optedOut(ctx context.Context, ns *metav1.PartialObjectMetada
 	}
 	inst := t.inst
 	_, deleted, err := r.store.deleteOwned(ctx, key)
+	if stopping(ctx, err) {
+		return reconcile.Result{}, nil
+	}
 	if err != nil {
 		err = fmt.Errorf("pull secret %s for instance %q: %w", key, inst.Name, err)
 		r.metrics.LifecycleAction(inst.Name, t.action(metrics.LifecycleFailed))
@@ -697,3 +704,8 @@ func namespaceObject() *metav1.PartialObjectMetadata {
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
 	return ns
 }
+
+// stopping reports a write that failed because the refresher is stopping
+// (or lost the lease), typically while waiting for its write pace: not a
+// failure to record; the next leader takes the Secret up.
+func stopping(ctx context.Context, err error) bool { return err != nil && ctx.Err() != nil }

@@ -1,6 +1,7 @@
 package pullsecret
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -220,7 +221,7 @@ func (p *SAPatcher) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		for _, name := range p.names {
 			var sec corev1.Secret
 			switch err := p.reader.Get(ctx, client.ObjectKey{Namespace: nsName, Name: name}, &sec); {
-			case err == nil && isManaged(&sec):
+			case err == nil && ownedBy(&sec, cmp.Or(p.cfg.Installation, config.DefaultInstallation)): // not another installation's
 				want = append(want, name)
 			case err != nil && !apierrors.IsNotFound(err):
 				return reconcile.Result{}, err

@@ -259,3 +259,16 @@ func TestNewSAPatcherIsNilWithoutPatching(t *testing.T) {
 		}
 	}
 }
+
+// A Secret of the pull Secret's name that another installation manages is
+// not this one's to add: the Store refuses it as foreign, and so does the
+// patcher.
+func TestSAPatcherAddsNoSecretOfAnotherInstallation(t *testing.T) {
+	theirs := managedSecret(t, credAt(t0, rawToken), instance().RegistryHosts)
+	theirs.Annotations[AnnotationInstallation] = "other-release"
+	h := newPatcherHarness(t, config.PatchDefault, namespaceWith(optedInLabels), serviceAccount("default"), theirs)
+	h.reconcile(t)
+	if got := names(h.sa(t, "default")); len(got) != 0 {
+		t.Errorf("imagePullSecrets %v: another installation's Secret was added", got)
+	}
+}

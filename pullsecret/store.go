@@ -807,12 +807,17 @@ func isManaged(sec *corev1.Secret) bool { return sec.Labels[ManagedByLabel] == M
 // owns reports whether obj is a managed Secret of this Store's installation.
 // A managed Secret without the installation annotation was written before
 // installations were told apart: it is the default installation's.
-func (s *Store) owns(obj metav1.Object) bool {
+func (s *Store) owns(obj metav1.Object) bool { return ownedBy(obj, s.install) }
+
+// ownedBy reports whether obj is a managed Secret of installation install:
+// the managed-by label, and its installation annotation (none for the
+// default installation).
+func ownedBy(obj metav1.Object, install string) bool {
 	if obj.GetLabels()[ManagedByLabel] != ManagedByValue {
 		return false
 	}
 	got, ok := obj.GetAnnotations()[AnnotationInstallation]
-	return got == s.install || (!ok && s.install == config.DefaultInstallation)
+	return got == install || (!ok && install == config.DefaultInstallation)
 }
 
 func hostsValue(hosts []string) string { return strings.Join(hosts, ",") }

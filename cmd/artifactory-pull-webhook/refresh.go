@@ -66,20 +66,20 @@ func refreshPace(cfg *config.Config) flowcontrol.RateLimiter {
 	return flowcontrol.NewTokenBucketRateLimiter(float32(cfg.Refresh.WritesPerSecond), refreshBurst)
 }
 
-// rotationCheck counts the managed Secrets in the synced caches, logs the
-// projected duration of a rotation at refresh.writesPerSecond and refuses
-// a rate that cannot rewrite them within a quarter of the smallest refresh
-// window (config.CheckRotation): the process exits, as for a bad
-// configuration.
+// rotationCheck counts the managed Secrets in the synced caches and logs
+// the projected duration of a rotation at refresh.writesPerSecond; a rate
+// that cannot rewrite them within a quarter of the smallest refresh window
+// (config.CheckRotation) is logged as an error naming the rate needed.
 //
-// Every replica runs it before it reports ready, not only the leader: a
-// rollout of a rate too low for the cluster then stops at its first new
-// pod, whose log names the rate needed, while the old replicas go on
-// serving and refreshing. Checked on the leader only, the new pods would
-// be ready, the old ones would go, and each new pod would exit in turn
-// when it got the lease. It is checked at start only: Secrets that come
-// later move the gauges (artifactory_pull_rotation_*), never stop a
-// running process.
+// It does not stop the process. The count is not the operator's alone:
+// tenants add ServiceAccounts (each with its Secret) and opted-in
+// namespaces' Secrets, so a start that failed on it would let a tenant
+// turn any routine restart into a crash loop of every replica, leaving no
+// refresher and no webhook. What the configuration alone decides (one
+// write per quarter window) is refused by config validation; the count is
+// watched through the gauges (artifactory_pull_rotation_projected_seconds
+// against artifactory_pull_rotation_budget_seconds) and this log line,
+// which every replica writes at start.
 func rotationCheck(log logr.Logger, cfg *config.Config, store *pullsecret.Store) func(context.Context) error {
 	return func(ctx context.Context) error {
 		n, err := store.ManagedSecrets(ctx, cfg)
@@ -91,7 +91,7 @@ func rotationCheck(log logr.Logger, cfg *config.Config, store *pullsecret.Store)
 			"projected", config.Seconds(cfg.RotationDuration(n)), "budget", config.Seconds(budget),
 			"refreshWindow", config.ShortDuration(window))
 		if err := cfg.CheckRotation(n); err != nil {
-			return fmt.Errorf("config: %w", err)
+			log.Error(err, "The refresher's write pace is too low for the managed Secrets: a rotation may not reach every Secret before its old token expires")
 		}
 		return nil
 	}

@@ -84,6 +84,30 @@ config:
 			t.Errorf("%s: created or refused otherwise (%v), want the policy's refusal", tc.name, err)
 		}
 	}
+	// A tenant's own Secret of the token name, without the label: the
+	// webhook may neither take it over nor delete it (RBAC allows both by
+	// name in every namespace).
+	owner := newNamespace(t, "tokens", nil)
+	theirs := secret("artifactory-token", corev1.SecretTypeOpaque, false)
+	theirs.Namespace = owner
+	if err := stack.Cluster.Client.Create(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	taken, err := cs.CoreV1().Secrets(owner).Get(ctx, theirs.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("reading the tenant's Secret of the token name: %v", err)
+	}
+	taken.Labels = map[string]string{pullsecret.ManagedByLabel: pullsecret.ManagedByValue}
+	if _, err := cs.CoreV1().Secrets(owner).Update(ctx, taken, metav1.UpdateOptions{}); !deniedByPolicy(err) {
+		t.Errorf("taking over a tenant's Secret of the token name: %v, want the policy's refusal", err)
+	}
+	if err := cs.CoreV1().Secrets(owner).Delete(ctx, theirs.Name, metav1.DeleteOptions{}); !deniedByPolicy(err) {
+		t.Errorf("deleting a tenant's Secret of the token name: %v, want the policy's refusal", err)
+	}
+	if err := cs.CoreV1().Secrets(tenant).Delete(ctx, "artifactory-token", metav1.DeleteOptions{}); err != nil {
+		t.Errorf("deleting its own token Secret: %v", err)
+	}
+
 	plain := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "team-credentials", Namespace: tenant}, Type: corev1.SecretTypeOpaque,
 		StringData: map[string]string{"password": "x"}}
 	if err := stack.Cluster.Client.Create(ctx, plain); err != nil {

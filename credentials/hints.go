@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/aws/smithy-go"
 	"net"
 	"net/http"
 	"os"
@@ -96,6 +97,12 @@ func Explain(err error, role string) (h Hint, ok bool) {
 	var re *RoleError
 	if errors.As(err, &re) {
 		id := re.ID
+		if !refused(re.Err) { // not STS's refusal: it could not be asked, or failed
+			return Hint{Cause: fmt.Sprintf("sts:AssumeRoleWithWebIdentity for ServiceAccount %s/%s and role %s failed without a refusal (%s)",
+				id.Namespace, id.ServiceAccount, id.RoleARN, failureKind(re.Err)),
+				Fix: "check the network path to STS (the regional endpoint of the pod's region, or aws.stsEndpoint); the webhook retries, " +
+					"and a kept proof still serves" + proxyNote()}, true
+		}
 		return Hint{Cause: fmt.Sprintf("STS did not let ServiceAccount %s/%s assume the role %s", id.Namespace, id.ServiceAccount, id.RoleARN),
 			Fix: fmt.Sprintf("check that the trust policy of %s names the cluster's OIDC provider and system:serviceaccount:%s:%s "+
 				"with audience sts.amazonaws.com, or annotate the ServiceAccount with a role that trusts it", id.RoleARN, id.Namespace, id.ServiceAccount)}, true
@@ -313,4 +320,16 @@ func fmtTTL(d time.Duration) string {
 		return "unset"
 	}
 	return d.String()
+}
+
+// failureKind names what kind of failure err is, never its text.
+func failureKind(err error) string {
+	if isTimeout(err) {
+		return "a timeout"
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return "STS error " + ae.ErrorCode()
+	}
+	return "a transport error"
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/aws/smithy-go"
 	"net/http"
 	"strings"
 	"testing"
@@ -123,7 +124,7 @@ func TestExplainOIDCAndSubjectFailures(t *testing.T) {
 		t.Errorf("refused ServiceAccount token hint %+v", h)
 	}
 	role := &RoleError{ID: Identity{RoleARN: "arn:aws:iam::123456789012:role/team-a", Namespace: "team-a", ServiceAccount: "api"},
-		Err: errors.New("AccessDenied: Not authorized to perform sts:AssumeRoleWithWebIdentity")}
+		Err: &smithy.GenericAPIError{Code: "AccessDenied", Message: "Not authorized to perform sts:AssumeRoleWithWebIdentity"}}
 	// As the exchange returns it: wrapped as the credentials that failed.
 	f := newFakeArtifactory(t)
 	_, viaExchange := newTestExchanger(t, f, nil).ExchangeWith(context.Background(),
@@ -131,6 +132,12 @@ func TestExplainOIDCAndSubjectFailures(t *testing.T) {
 	if h, _ := Explain(fmt.Errorf("pull secret x: %w", viaExchange), ""); !strings.Contains(h.Fix, "system:serviceaccount:team-a:api") ||
 		!strings.Contains(h.Fix, "arn:aws:iam::123456789012:role/team-a") {
 		t.Errorf("a ServiceAccount's refused role: %+v", h)
+	}
+	// STS unreachable is not a trust policy to fix.
+	down := &RoleError{ID: role.ID, Err: fmt.Errorf("operation error STS: AssumeRoleWithWebIdentity: %w", context.DeadlineExceeded)}
+	if h, _ := Explain(down, ""); strings.Contains(h.Fix, "trust policy") || !strings.Contains(h.Fix, "network path to STS") ||
+		!strings.Contains(h.Cause, "a timeout") {
+		t.Errorf("STS timing out: %+v", h)
 	}
 	// Artifactory names the role only after STS verified it: a GovCloud
 	// role without aws.region is still a missing mapping.
